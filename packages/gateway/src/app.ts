@@ -1,0 +1,117 @@
+/**
+ * Compose a gateway from a configuration: store, providers, route table, pipeline and HTTP server.
+ *
+ * Start-up order: the server listens first (so `/healthz` answers and `/readyz` reports progress),
+ * then migrations run, then every backend starts (embedded models load). Data-plane requests get
+ * 503 `not_ready` until migrations are done; a backend that is still loading or failed answers 503
+ * for its models only, with the reason.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './config/schema.ts';
+import { resolveDatabaseUrl } from './config/load.ts';
+import { buildServer } from './http/server.ts';
+import { Pipeline } from './pipeline/index.ts';
+import { RouteTable } from './pipeline/route.ts';
+import { buildProviders } from './providers/registry.ts';
+import type { Provider } from './providers/types.ts';
+import { openStore, type Store } from './store/db.ts';
+import { RequestRecorder } from './store/requests.ts';
+import { KeyAuthenticator } from './keys/keys.ts';
+import { createLogger, type Logger } from './telemetry/logger.ts';
+
+/** Options for {@link createGateway}. */
+export interface GatewayOptions {
+  config: Config;
+  /** Folder relative paths resolve against (the config file's folder). */
+  configDir: string;
+  logger?: Logger;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** A running (or startable) gateway. */
+export interface Gateway {
+  readonly app: FastifyInstance;
+  readonly logger: Logger;
+  /** Available after {@link Gateway.start} resolved. */
+  store(): Store;
+  recorder(): RequestRecorder;
+  /** Listen, migrate, start backends. Resolves with the base URL once migrations are done. */
+  start(): Promise<string>;
+  /** Resolves when every backend finished starting (successfully or not). */
+  backendsSettled(): Promise<void>;
+  /** Stop accepting, finish in-flight requests, flush records, close backends and store. */
+  close(): Promise<void>;
+}
+
+/** Build a gateway (nothing is started). */
+export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
+  const { config } = opts;
+  const logger = opts.logger ?? createLogger(config.logging.level);
+  const env = opts.env ?? process.env;
+  const providers: Map<string, Provider> = await buildProviders(config.backends, opts.configDir, env, (level, msg) => logger[level](msg));
+  const routes = new RouteTable(config, providers);
+
+  let store: Store | undefined;
+  let recorder: RequestRecorder | undefined;
+  let auth: KeyAuthenticator | undefined;
+  let phase: string | null = 'database migrations are running';
+  let settled: Promise<void> = Promise.resolve();
+
+  const pipeline = new Pipeline({
+    auth: { authenticate: (k) => auth!.authenticate(k) },
+    routes: () => routes,
+    sink: { record: (row) => recorder!.record(row) },
+    logger,
+    heartbeatMs: config.server.sse_heartbeat_ms,
+    maxRequestTimeoutMs: config.server.max_request_timeout_ms,
+    notReady: () => phase,
+  });
+
+  const app = buildServer({
+    logger,
+    bodyLimit: config.server.body_limit_bytes,
+    dataPlane: pipeline,
+    readiness: {
+      ready() {
+        const reasons: string[] = [];
+        if (phase) reasons.push(phase);
+        for (const p of providers.values()) {
+          const s = p.state();
+          if (!s.ready) reasons.push(`backend ${p.id}: ${s.reason}`);
+        }
+        return { ok: reasons.length === 0, reasons };
+      },
+    },
+  });
+
+  return {
+    app,
+    logger,
+    store: () => store!,
+    recorder: () => recorder!,
+    backendsSettled: () => settled,
+    async start() {
+      const url = await app.listen({ host: config.server.host, port: config.server.port });
+      store = await openStore(resolveDatabaseUrl(config.database.url, opts.configDir), config.database.schema ? { pgSchema: config.database.schema } : {});
+      await store.migrate();
+      recorder = new RequestRecorder(store, { onError: (err: unknown) => logger.error({ err }, 'writing request records failed') });
+      auth = new KeyAuthenticator(store);
+      phase = null;
+      settled = Promise.all(
+        [...providers.values()].map((p) =>
+          p.start().then(
+            () => logger.info({ backend: p.id, kind: p.kind }, 'backend ready'),
+            (err: Error) => logger.error({ backend: p.id, kind: p.kind }, `backend ${p.id} failed to start: ${err.message}`),
+          ),
+        ),
+      ).then(() => undefined);
+      return url;
+    },
+    async close() {
+      await app.close();
+      await recorder?.close();
+      await Promise.all([...providers.values()].map((p) => p.close().catch(() => undefined)));
+      await store?.close();
+    },
+  };
+}

@@ -1,0 +1,48 @@
+/**
+ * The configuration written on first start when no file exists: embedded defaults (SQLite, the
+ * in-process engine serving the shipped model), every option shown with a comment.
+ */
+export const DEFAULT_MODEL_FILE = '../models/sovra-austen-1m.Q8_0.gguf';
+
+/** Commented default YAML. Relative paths resolve against this file's folder. */
+export const DEFAULT_CONFIG_YAML = `# Sovra configuration. Reference: README.md, "Configuration reference".
+# Durations are milliseconds, sizes bytes. Relative paths resolve against this file's folder.
+
+server:
+  host: 127.0.0.1          # listen address (use 0.0.0.0 behind a load balancer)
+  port: 8080
+  # body_limit_bytes: 20971520     # 20 MiB, so base64 images pass; larger bodies get 413
+  # sse_heartbeat_ms: 15000        # ': keep-alive' to idle streaming clients; 0 = off
+  # max_request_timeout_ms: 600000 # upper bound for the x-sovra-timeout-ms request header
+
+database:
+  url: "sqlite:./data/sovra.db"   # or postgres://user@host:5432/db
+
+logging:
+  level: info              # fatal | error | warn | info | debug | trace | silent
+
+backends:
+  # The embedded engine: runs a GGUF model in-process (llama.cpp), fully offline.
+  - id: embedded
+    provider: embedded
+    model_path: ./models/sovra-austen-1m.Q8_0.gguf
+    jurisdiction: ZZ       # ISO 3166-1 alpha-2 of where this engine runs; set yours (e.g. MY)
+    threads: 1             # 1 is fastest for tiny models on small machines
+    context_size: 2048
+    contexts: 1            # concurrent generations; more requests queue
+  # An external OpenAI-compatible engine (vLLM, SGLang, llama.cpp server, Ollama, TGI, ...):
+  # - id: engine-1
+  #   provider: openai-compatible
+  #   base_url: http://127.0.0.1:8000/v1
+  #   api_key_env: ENGINE1_KEY        # name of the env var holding its key (optional)
+  #   jurisdiction: MY
+  #   capabilities: { token_field: passthrough, stream_usage: true }
+  #   timeouts: { connect_ms: 5000, first_byte_ms: 60000, idle_ms: 60000, total_ms: 600000 }
+
+models:
+  - name: sovra-austen     # what clients ask for
+    backend: embedded
+  # - name: test-model
+  #   backend: engine-1
+  #   upstream_model: mock-llm        # what the engine is asked for
+`;

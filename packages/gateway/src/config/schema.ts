@@ -1,0 +1,158 @@
+/**
+ * The configuration schema (one YAML file, `SOVRA_CONFIG`, default `./sovra.yaml`).
+ *
+ * All durations are milliseconds, all sizes bytes. Field names are snake_case as written in YAML.
+ * Validation errors name the path (e.g. `backends[0].base_url`) and the problem.
+ */
+import { z } from 'zod';
+
+const ms = (def: number) => z.number().int().min(0).default(def);
+
+/** ISO 3166-1 alpha-2 country code, optionally with a region suffix ("MY", "MY-14"). */
+const jurisdiction = z
+  .string()
+  .regex(/^[A-Z]{2}(-[A-Z0-9]{1,3})?$/, 'must be an ISO 3166-1 alpha-2 code such as "MY" (optionally "MY-14")');
+
+/**
+ * Per-backend timeouts (ms; 0 disables one). Streams are governed by `idle_ms` (longest gap between
+ * upstream bytes; SSE comments count as liveness) and the optional `stream_total_ms`; `total_ms` only
+ * applies to non-streaming exchanges.
+ */
+export const timeoutsSchema = z
+  .object({
+    connect_ms: ms(5_000),
+    first_byte_ms: ms(60_000),
+    idle_ms: ms(60_000),
+    total_ms: ms(600_000),
+    stream_total_ms: ms(0),
+  })
+  .strict();
+
+/**
+ * How the backend understands completion-length fields. The rule, applied to every request:
+ * the effective cap is `max_completion_tokens` if present, else `max_tokens` (the newer field wins).
+ * - `passthrough` (default): fields are sent as the client sent them, except that when both are
+ *   present `max_tokens` is removed (so the backend never sees two different values).
+ * - `max_tokens`: the cap is sent as `max_tokens` only (Ollama, older llama.cpp/TGI).
+ * - `max_completion_tokens`: the cap is sent as `max_completion_tokens` only (OpenAI reasoning models).
+ */
+export const tokenFieldSchema = z.enum(['passthrough', 'max_tokens', 'max_completion_tokens']);
+
+const capabilitiesSchema = z
+  .object({
+    token_field: tokenFieldSchema.default('passthrough'),
+    /** Whether the backend accepts `stream_options.include_usage` (true for vLLM, SGLang, llama.cpp, OpenAI). */
+    stream_usage: z.boolean().default(true),
+  })
+  .strict();
+
+const baseBackend = {
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of letters, digits, ".", "_" or "-"'),
+  jurisdiction: jurisdiction.optional(),
+  timeouts: timeoutsSchema.default({}),
+  capabilities: capabilitiesSchema.default({}),
+};
+
+const openAiCompatibleBackend = z
+  .object({
+    ...baseBackend,
+    provider: z.literal('openai-compatible'),
+    base_url: z
+      .string()
+      .url()
+      .refine((u) => /^https?:\/\//.test(u), 'must be an http:// or https:// URL'),
+    /** Name of the environment variable that holds the backend's API key (never the key itself). */
+    api_key_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+    /** Static extra headers sent to this backend (not secrets: use api_key_env for those). */
+    headers: z.record(z.string()).default({}),
+    /** Client request headers passed through to this backend by name (bring-your-own-key). Default none. */
+    forward_headers: z.array(z.string().toLowerCase()).default([]),
+    /** Keep-alive connections in the undici pool for this backend. */
+    max_connections: z.number().int().min(1).max(4096).default(128),
+  })
+  .strict();
+
+const embeddedBackend = z
+  .object({
+    ...baseBackend,
+    provider: z.literal('embedded'),
+    /** Path to a GGUF model file (relative paths resolve against the config file's folder). */
+    model_path: z.string().min(1),
+    /** CPU threads for generation. 1 is fastest for tiny models on small machines. */
+    threads: z.number().int().min(1).max(256).default(1),
+    /** Context size in tokens (clamped to the model's training context). */
+    context_size: z.number().int().min(64).max(1_048_576).default(2048),
+    /** Concurrent generations; further requests queue FIFO. */
+    contexts: z.number().int().min(1).max(64).default(1),
+  })
+  .strict();
+
+/** A backend: one engine endpoint or in-process model. */
+export const backendSchema = z.discriminatedUnion('provider', [openAiCompatibleBackend, embeddedBackend]);
+
+/** A model alias clients ask for, routed to a backend. */
+export const modelSchema = z
+  .object({
+    name: z.string().min(1).max(256),
+    backend: z.string(),
+    /** The model name sent to the backend; defaults to `name`. */
+    upstream_model: z.string().min(1).optional(),
+    /** Request fields this route refuses with a 400 naming the field (never stripped silently). */
+    forbid_params: z.array(z.string()).default([]),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        /** Largest accepted request body in bytes (default 20 MiB, so base64 images pass). */
+        body_limit_bytes: z.number().int().min(1024).default(20 * 1024 * 1024),
+        /** Send an SSE `: keep-alive` comment when nothing was sent to a streaming client for this long; 0 = off. */
+        sse_heartbeat_ms: ms(15_000),
+        /** Upper bound for the per-request `x-sovra-timeout-ms` override header. */
+        max_request_timeout_ms: ms(600_000),
+      })
+      .strict()
+      .default({}),
+    database: z
+      .object({
+        /** `sqlite:./data/sovra.db` (default) or `postgres://user@host:5432/db`. */
+        url: z.string().default('sqlite:./data/sovra.db'),
+        /** PostgreSQL only: the schema Sovra's tables live in (created if missing); default: the server's search_path. */
+        schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier').optional(),
+      })
+      .strict()
+      .default({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .default({}),
+    backends: z.array(backendSchema).default([]),
+    models: z.array(modelSchema).default([]),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const ids = new Set<string>();
+    cfg.backends.forEach((b, i) => {
+      if (ids.has(b.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['backends', i, 'id'], message: `duplicate backend id "${b.id}"` });
+      ids.add(b.id);
+    });
+    const names = new Set<string>();
+    cfg.models.forEach((m, i) => {
+      if (names.has(m.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['models', i, 'name'], message: `duplicate model name "${m.name}"` });
+      names.add(m.name);
+      if (!ids.has(m.backend))
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['models', i, 'backend'], message: `unknown backend "${m.backend}" (known: ${[...ids].join(', ') || 'none'})` });
+    });
+  });
+
+/** The validated configuration, with defaults filled in. */
+export type Config = z.infer<typeof configSchema>;
+export type BackendConfig = z.infer<typeof backendSchema>;
+export type ModelConfig = z.infer<typeof modelSchema>;
+export type TokenField = z.infer<typeof tokenFieldSchema>;

@@ -1,0 +1,97 @@
+/**
+ * The typed context one data-plane request carries through the pipeline stages
+ * (authenticate → parse → route → prepare → forward → record). Each stage reads what earlier
+ * stages set and may end the request with a {@link GatewayError}.
+ */
+import type { Operation, Provider, Timeouts } from '../providers/types.ts';
+import type { BackendConfig, ModelConfig } from '../config/schema.ts';
+
+/** Token usage as OpenAI reports it (tokens). */
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** The authenticated principal (never the key itself). */
+export interface Principal {
+  keyId: string;
+  tenantId: string;
+  tenant: string;
+}
+
+/** The chosen route for a request. */
+export interface Route {
+  model: ModelConfig;
+  backendConfig: BackendConfig;
+  provider: Provider;
+  upstreamModel: string;
+  timeouts: Timeouts;
+}
+
+/**
+ * Outcome vocabulary of the request record:
+ * ok, upstream_error, gateway_error, client_disconnected, upstream_idle_timeout, upstream_timeout,
+ * upstream_unavailable, rejected (auth / validation).
+ */
+export type Outcome =
+  | 'ok'
+  | 'upstream_error'
+  | 'gateway_error'
+  | 'client_disconnected'
+  | 'upstream_idle_timeout'
+  | 'upstream_timeout'
+  | 'upstream_unavailable'
+  | 'rejected';
+
+/** Mutable per-request state. */
+export interface RequestContext {
+  /** Gateway request id (x-request-id). */
+  readonly id: string;
+  readonly operation: Operation;
+  /** Wall-clock start, ms since epoch. */
+  readonly startedAt: number;
+  /** Monotonic start, ms (performance.now()). */
+  readonly t0: number;
+  principal?: Principal;
+  /** The parsed request body (after validation). */
+  body?: Record<string, unknown>;
+  /** Alias requested by the client. */
+  modelName?: string;
+  route?: Route;
+  stream: boolean;
+  /** The client asked for `stream_options.include_usage`. */
+  clientWantsUsage: boolean;
+  /** Aborted when the client disconnects. */
+  readonly abort: AbortController;
+  // --- outcome, filled by forward ---
+  status: number;
+  outcome: Outcome;
+  errorCode: string | null;
+  usage: Usage | null;
+  usageSource: 'upstream' | 'estimate' | 'none';
+  /** ms from t0 to the first byte written to the client. */
+  ttfbMs: number | null;
+  /** Number of content-bearing stream chunks relayed (for usage estimates). */
+  relayedDeltas: number;
+}
+
+/** Create a fresh context. */
+export function newContext(id: string, operation: Operation): RequestContext {
+  return {
+    id,
+    operation,
+    startedAt: Date.now(),
+    t0: performance.now(),
+    stream: false,
+    clientWantsUsage: false,
+    abort: new AbortController(),
+    status: 0,
+    outcome: 'ok',
+    errorCode: null,
+    usage: null,
+    usageSource: 'none',
+    ttfbMs: null,
+    relayedDeltas: 0,
+  };
+}

@@ -1,0 +1,264 @@
+/**
+ * Forward stage: call the provider and relay its answer to the client.
+ *
+ * Non-streaming: the upstream body is sent back byte-exact with its status (upstream errors keep
+ * their status, body and `retry-after`; an upstream 401/403 becomes a 502 so the backend's credential
+ * problem is never confused with the client's).
+ *
+ * Streaming: each SSE item is written as soon as it is complete (never buffered to the end);
+ * comments are forwarded (liveness); usage is read from whichever chunk carries it (the last running
+ * total wins, counted once); the usage-only chunk Sovra asked for on the client's behalf is removed;
+ * a usage chunk whose `choices` is missing or null is normalised to `"choices":[]`; upstream error
+ * events pass through unchanged and no success ending is invented; an idle upstream ends the stream
+ * with an OpenAI-shaped `timeout` error event.
+ */
+import type { ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import { UpstreamError, type ProviderResult } from '../providers/types.ts';
+import type { SseEvent } from '../sse/types.ts';
+import { formatComment, formatEvent } from '../sse/writer.ts';
+import { errorJson, GatewayError } from '../http/errors.ts';
+import type { RequestContext, Usage } from './context.ts';
+
+/** Options for {@link forward}. */
+export interface ForwardOptions {
+  /** Send `: keep-alive` to a streaming client after this many ms without output; 0 = off. */
+  heartbeatMs: number;
+  /** Client headers to pass through (already filtered to the backend's `forward_headers`). */
+  forwarded?: Record<string, string>;
+}
+
+const USAGE_NULL = /"usage"\s*:\s*null/;
+
+/**
+ * Map a provider failure (no usable HTTP answer) to the client-facing error.
+ * Timeouts → 504, connection and protocol failures → 502.
+ */
+export function upstreamFailure(err: UpstreamError, backendId: string): GatewayError {
+  switch (err.kind) {
+    case 'connect_timeout':
+    case 'first_byte_timeout':
+    case 'total_timeout':
+    case 'idle_timeout':
+      return new GatewayError(504, 'timeout', 'upstream_timeout', `Backend '${backendId}' timed out: ${err.message}.`);
+    case 'engine':
+      return new GatewayError(502, 'api_error', 'engine_error', `Backend '${backendId}' failed: ${err.message}.`);
+    default:
+      return new GatewayError(502, 'api_error', 'upstream_unavailable', `Backend '${backendId}' could not be reached: ${err.message}.`);
+  }
+}
+
+/**
+ * Call the route's provider and relay the answer onto `res`. Never throws for upstream problems
+ * after headers are sent; before that it throws {@link GatewayError} for the caller to send.
+ * Sets ctx.status/outcome/errorCode/usage/ttfbMs.
+ */
+export async function forward(ctx: RequestContext, upstreamBody: Record<string, unknown>, res: ServerResponse, opts: ForwardOptions): Promise<void> {
+  const route = ctx.route!;
+  let result: ProviderResult;
+  try {
+    result = await route.provider.call({
+      operation: ctx.operation,
+      body: upstreamBody,
+      stream: ctx.stream,
+      requestId: ctx.id,
+      signal: ctx.abort.signal,
+      timeouts: route.timeouts,
+      ...(opts.forwarded ? { forwarded: opts.forwarded } : {}),
+    } as Parameters<typeof route.provider.call>[0]);
+  } catch (err) {
+    if (err instanceof UpstreamError) {
+      if (err.kind === 'aborted' || ctx.abort.signal.aborted) {
+        markDisconnected(ctx);
+        return;
+      }
+      ctx.outcome = err.kind.endsWith('timeout') ? 'upstream_timeout' : 'upstream_unavailable';
+      throw upstreamFailure(err, route.backendConfig.id);
+    }
+    throw err;
+  }
+  if (result.kind === 'json') return relayJson(ctx, result, res);
+  return relayStream(ctx, result, res, opts);
+}
+
+function markDisconnected(ctx: RequestContext): void {
+  ctx.outcome = 'client_disconnected';
+  ctx.status = 499;
+}
+
+function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'json' }>, res: ServerResponse): void {
+  if (ctx.abort.signal.aborted) return markDisconnected(ctx);
+  const backendId = ctx.route!.backendConfig.id;
+  if (r.status === 401 || r.status === 403) {
+    // Never pass on the upstream's words: they may quote the backend's credential.
+    ctx.outcome = 'upstream_error';
+    ctx.errorCode = 'upstream_auth_failed';
+    throw new GatewayError(502, 'api_error', 'upstream_auth_failed', `Backend '${backendId}' rejected the gateway's credential (status ${r.status}); check its api_key_env.`);
+  }
+  let parsed: Record<string, unknown> | undefined;
+  try {
+    const v = JSON.parse(r.body.toString('utf8'));
+    if (v && typeof v === 'object' && !Array.isArray(v)) parsed = v as Record<string, unknown>;
+  } catch {
+    /* non-JSON body: relayed as is */
+  }
+  if (r.status >= 200 && r.status < 300) {
+    const u = parsed ? readUsage(parsed) : null;
+    if (u) {
+      ctx.usage = u;
+      ctx.usageSource = 'upstream';
+    }
+  } else {
+    ctx.outcome = 'upstream_error';
+    const e = parsed?.['error'] as Record<string, unknown> | undefined;
+    ctx.errorCode = typeof e?.['code'] === 'string' ? (e['code'] as string) : typeof e?.['type'] === 'string' ? (e['type'] as string) : `http_${r.status}`;
+  }
+  ctx.status = r.status;
+  const headers: Record<string, string | number> = { ...r.headers, 'content-length': r.body.length, 'x-request-id': ctx.id };
+  res.writeHead(r.status, headers);
+  ctx.ttfbMs = performance.now() - ctx.t0;
+  res.end(r.body);
+}
+
+/** Read OpenAI usage from a completion body or chunk (also the Responses API's `response.usage`). */
+export function readUsage(obj: Record<string, unknown>): Usage | null {
+  let u = obj['usage'] as Record<string, unknown> | null | undefined;
+  if (!u || typeof u !== 'object') {
+    const resp = obj['response'] as Record<string, unknown> | undefined;
+    u = resp && typeof resp === 'object' ? (resp['usage'] as Record<string, unknown> | undefined) : undefined;
+    if (!u || typeof u !== 'object') return null;
+    // Responses API naming
+    if (typeof u['input_tokens'] === 'number') {
+      const p = u['input_tokens'] as number;
+      const c = (u['output_tokens'] as number) ?? 0;
+      return { prompt_tokens: p, completion_tokens: c, total_tokens: (u['total_tokens'] as number) ?? p + c };
+    }
+  }
+  const p = typeof u['prompt_tokens'] === 'number' ? (u['prompt_tokens'] as number) : typeof u['input_tokens'] === 'number' ? (u['input_tokens'] as number) : 0;
+  const c = typeof u['completion_tokens'] === 'number' ? (u['completion_tokens'] as number) : typeof u['output_tokens'] === 'number' ? (u['output_tokens'] as number) : 0;
+  const t = typeof u['total_tokens'] === 'number' ? (u['total_tokens'] as number) : p + c;
+  return { prompt_tokens: p, completion_tokens: c, total_tokens: t };
+}
+
+async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'stream' }>, res: ServerResponse, opts: ForwardOptions): Promise<void> {
+  const iterator = r.items[Symbol.asyncIterator]();
+  if (ctx.abort.signal.aborted) {
+    await iterator.return?.();
+    return markDisconnected(ctx);
+  }
+  ctx.status = r.status;
+  res.writeHead(r.status, {
+    ...r.headers,
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+    'x-request-id': ctx.id,
+  });
+  res.flushHeaders();
+  let lastWrite = performance.now();
+  ctx.ttfbMs = lastWrite - ctx.t0;
+
+  const write = async (s: string): Promise<void> => {
+    lastWrite = performance.now();
+    if (!res.write(s)) {
+      // Backpressure: wait for the client, or its departure.
+      await Promise.race([once(res, 'drain'), once(ctx.abort.signal, 'abort')]);
+    }
+  };
+
+  let heartbeat: NodeJS.Timeout | undefined;
+  if (opts.heartbeatMs > 0) {
+    heartbeat = setInterval(() => {
+      if (performance.now() - lastWrite >= opts.heartbeatMs && !res.writableEnded) {
+        lastWrite = performance.now();
+        res.write(': keep-alive\n\n');
+      }
+    }, Math.max(10, Math.floor(opts.heartbeatMs / 2)));
+    heartbeat.unref();
+  }
+
+  const isChatLike = ctx.operation === 'chat.completions' || ctx.operation === 'completions';
+  try {
+    for (;;) {
+      const step = await iterator.next();
+      if (step.done) break;
+      if (ctx.abort.signal.aborted) break;
+      const item = step.value;
+      if (item.type === 'comment') {
+        await write(formatComment(item.text));
+        continue;
+      }
+      const out = inspectEvent(ctx, item, isChatLike);
+      if (out === null) continue;
+      await write(out);
+    }
+  } catch (err) {
+    if (ctx.abort.signal.aborted || (err instanceof UpstreamError && err.kind === 'aborted')) {
+      // client went away; handled below
+    } else if (err instanceof UpstreamError && (err.kind === 'idle_timeout' || err.kind === 'total_timeout')) {
+      const code = err.kind === 'idle_timeout' ? 'upstream_idle_timeout' : 'upstream_timeout';
+      ctx.outcome = err.kind === 'idle_timeout' ? 'upstream_idle_timeout' : 'upstream_timeout';
+      ctx.errorCode = code;
+      if (!res.writableEnded) res.write(formatEvent({ data: errorJson(`The upstream stream stopped: ${err.message}.`, 'timeout', code) }));
+    } else {
+      ctx.outcome = 'upstream_error';
+      ctx.errorCode = 'upstream_stream_interrupted';
+      const msg = err instanceof UpstreamError ? err.message : 'the upstream stream failed';
+      if (!res.writableEnded) res.write(formatEvent({ data: errorJson(`The upstream stream was interrupted: ${msg}.`, 'api_error', 'upstream_stream_interrupted') }));
+    }
+  } finally {
+    if (heartbeat) clearInterval(heartbeat);
+    await iterator.return?.().catch(() => undefined);
+  }
+  if (ctx.abort.signal.aborted) markDisconnected(ctx);
+  if (!res.writableEnded && !res.destroyed) res.end();
+}
+
+/**
+ * Inspect one event: account usage and errors; decide what (if anything) the client gets.
+ * @returns the framed text to write, or null to drop the event
+ */
+function inspectEvent(ctx: RequestContext, ev: SseEvent, isChatLike: boolean): string | null {
+  const data = ev.data;
+  if (data === '[DONE]') return formatEvent(ev);
+  const mayHaveUsage = data.includes('"usage"') && !USAGE_NULL.test(data);
+  const mayBeError = ev.event === 'error' || data.includes('"error"');
+  if (!mayHaveUsage && !mayBeError) {
+    ctx.relayedDeltas++;
+    return formatEvent(ev);
+  }
+  let obj: Record<string, unknown> | undefined;
+  try {
+    const v = JSON.parse(data);
+    if (v && typeof v === 'object' && !Array.isArray(v)) obj = v as Record<string, unknown>;
+  } catch {
+    /* not JSON: relay as is */
+  }
+  if (!obj) return formatEvent(ev);
+  if (ev.event === 'error' || obj['error'] !== undefined || obj['type'] === 'error') {
+    ctx.outcome = 'upstream_error';
+    const e = (obj['error'] && typeof obj['error'] === 'object' ? obj['error'] : obj) as Record<string, unknown>;
+    ctx.errorCode = typeof e['code'] === 'string' ? (e['code'] as string) : typeof e['type'] === 'string' ? (e['type'] as string) : 'upstream_error';
+    return formatEvent(ev);
+  }
+  const usage = mayHaveUsage ? readUsage(obj) : null;
+  if (!usage) {
+    ctx.relayedDeltas++;
+    return formatEvent(ev);
+  }
+  ctx.usage = usage; // running totals: the last one wins
+  ctx.usageSource = 'upstream';
+  if (!isChatLike) return formatEvent(ev);
+  const choices = obj['choices'];
+  const usageOnly = !Array.isArray(choices) || choices.length === 0;
+  if (!usageOnly) {
+    ctx.relayedDeltas++;
+    return formatEvent(ev);
+  }
+  if (!ctx.clientWantsUsage) return null; // Sovra asked for it; the client did not
+  if (!Array.isArray(choices)) {
+    obj['choices'] = [];
+    return formatEvent({ event: ev.event, id: ev.id, data: JSON.stringify(obj) });
+  }
+  return formatEvent(ev);
+}

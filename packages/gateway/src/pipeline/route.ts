@@ -1,0 +1,58 @@
+/**
+ * Route stage: resolve the requested model alias to a backend.
+ * (Residency policy, pools and balancing come with sovereign routing; this stage is where they plug in.)
+ */
+import type { Operation, Provider, Timeouts } from '../providers/types.ts';
+import type { BackendConfig, Config, ModelConfig } from '../config/schema.ts';
+import { GatewayError } from '../http/errors.ts';
+import type { Route } from './context.ts';
+
+/** Model alias → route table, built once per configuration. */
+export class RouteTable {
+  private readonly routes = new Map<string, Route>();
+
+  /**
+   * @param config validated configuration
+   * @param providers backend id → provider instance
+   */
+  constructor(config: Config, providers: Map<string, Provider>) {
+    const backends = new Map<string, BackendConfig>(config.backends.map((b) => [b.id, b]));
+    for (const m of config.models) {
+      const backendConfig = backends.get(m.backend)!;
+      const provider = providers.get(m.backend)!;
+      this.routes.set(m.name, {
+        model: m,
+        backendConfig,
+        provider,
+        upstreamModel: m.upstream_model ?? m.name,
+        timeouts: timeoutsOf(backendConfig),
+      });
+    }
+  }
+
+  /** All model aliases, in configuration order. */
+  models(): ModelConfig[] {
+    return [...this.routes.values()].map((r) => r.model);
+  }
+
+  /**
+   * Resolve an alias for an operation.
+   * @throws GatewayError 404 `model_not_found`; 400 `unsupported_operation`; 503 `backend_not_ready`
+   */
+  resolve(name: string, op: Operation): Route {
+    const r = this.routes.get(name);
+    if (!r) throw new GatewayError(404, 'invalid_request_error', 'model_not_found', `The model '${name}' does not exist or you do not have access to it.`, 'model');
+    if (!r.provider.supports(op))
+      throw new GatewayError(400, 'invalid_request_error', 'unsupported_operation', `The model '${name}' does not support ${op}.`, 'model');
+    const st = r.provider.state();
+    if (!st.ready)
+      throw new GatewayError(503, 'service_unavailable', 'backend_not_ready', `The backend for model '${name}' is not ready: ${st.reason}`, null, { 'retry-after': '5' });
+    return r;
+  }
+}
+
+/** Convert configured timeouts (snake_case ms) to the provider's shape. */
+export function timeoutsOf(b: BackendConfig): Timeouts {
+  const t = b.timeouts;
+  return { connectMs: t.connect_ms, firstByteMs: t.first_byte_ms, idleMs: t.idle_ms, totalMs: t.total_ms, streamTotalMs: t.stream_total_ms };
+}

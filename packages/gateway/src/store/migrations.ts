@@ -1,0 +1,145 @@
+/**
+ * Schema migrations, defined in code (no migration files on disk) and run with Kysely's `Migrator`.
+ *
+ * One schema works on both dialects: text ids, `bigint` for millisecond times (INTEGER affinity on
+ * SQLite), `integer` for counts and 0/1 flags.
+ *
+ * Concurrency:
+ * - PostgreSQL: Kysely's migrator takes a session-level advisory lock (`pg_advisory_lock`, one fixed
+ *   id per database) around the whole run and runs pending migrations inside one transaction, so two
+ *   processes starting at once serialise; the second one finds nothing pending. Creation of the
+ *   bookkeeping tables (`kysely_migration`, `kysely_migration_lock`) happens before the lock, but
+ *   Kysely re-checks for existence when a concurrent `create ... if not exists` fails.
+ * - SQLite: Kysely takes no lock there, so the whole run is wrapped in `BEGIN IMMEDIATE` … `COMMIT`
+ *   on the store's single connection: a second process waits for the write lock (`busy_timeout`),
+ *   then sees the migrations already applied. A failed migration is rolled back as a whole.
+ */
+import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+
+/** Migration `0001_init`: tenants, api_keys, requests and their indexes. */
+const m0001_init: Migration = {
+  async up(db: Kysely<any>): Promise<void> {
+    await db.schema
+      .createTable('tenants')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('tenants_name_uq').unique().on('tenants').column('name').execute();
+
+    await db.schema
+      .createTable('api_keys')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('tenants.id'))
+      .addColumn('name', 'text')
+      .addColumn('digest', 'text', (c) => c.notNull())
+      .addColumn('prefix', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('revoked_at', 'bigint')
+      .execute();
+    await db.schema.createIndex('api_keys_digest_uq').unique().on('api_keys').column('digest').execute();
+    await db.schema.createIndex('api_keys_tenant_id_idx').on('api_keys').column('tenant_id').execute();
+
+    // No foreign keys on requests: the request record must outlive keys/tenants and inserts stay cheap.
+    await db.schema
+      .createTable('requests')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('ts', 'bigint', (c) => c.notNull())
+      .addColumn('key_id', 'text')
+      .addColumn('tenant_id', 'text')
+      .addColumn('operation', 'text', (c) => c.notNull())
+      .addColumn('model', 'text')
+      .addColumn('backend_id', 'text')
+      .addColumn('upstream_model', 'text')
+      .addColumn('stream', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('status', 'integer', (c) => c.notNull())
+      .addColumn('outcome', 'text', (c) => c.notNull())
+      .addColumn('error_code', 'text')
+      .addColumn('latency_ms', 'integer', (c) => c.notNull())
+      .addColumn('ttfb_ms', 'integer')
+      .addColumn('prompt_tokens', 'integer')
+      .addColumn('completion_tokens', 'integer')
+      .addColumn('total_tokens', 'integer')
+      .addColumn('usage_source', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('requests_ts_idx').on('requests').column('ts').execute();
+    await db.schema.createIndex('requests_tenant_ts_idx').on('requests').columns(['tenant_id', 'ts']).execute();
+  },
+  async down(db: Kysely<any>): Promise<void> {
+    await db.schema.dropTable('requests').execute();
+    await db.schema.dropTable('api_keys').execute();
+    await db.schema.dropTable('tenants').execute();
+  },
+};
+
+/** All migrations, by name; names sort in application order. Never edit one that has shipped: add a new one. */
+export const migrations: Readonly<Record<string, Migration>> = Object.freeze({
+  '0001_init': m0001_init,
+});
+
+/** In-code migration provider over {@link migrations}. */
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return { ...migrations };
+  },
+};
+
+/** Options of {@link runMigrations}. */
+export interface RunMigrationsOptions {
+  dialect: 'sqlite' | 'postgres';
+  /**
+   * PostgreSQL only: schema holding Kysely's bookkeeping tables (created if missing). Should be the
+   * schema the application tables are created in (first entry of `search_path`).
+   */
+  migrationTableSchema?: string;
+  /** Receives one line per applied migration. */
+  log?: (msg: string) => void;
+}
+
+/**
+ * Applies every pending migration. Resolves with the names of the migrations applied by this call
+ * (empty when the database was already up to date).
+ *
+ * @throws Error `Database migration "<name>" failed: <cause>` (with `cause` set) when a migration
+ *   fails, or `Database migration failed: <cause>` when the migrator itself fails (e.g. lost connection).
+ */
+export async function runMigrations(db: Kysely<any>, opts: RunMigrationsOptions): Promise<string[]> {
+  if (opts.dialect === 'sqlite') {
+    return db.connection().execute(async (conn) => {
+      await sql`begin immediate`.execute(conn);
+      let applied: string[];
+      try {
+        applied = await migrateToLatest(conn, opts);
+      } catch (err) {
+        await sql`rollback`.execute(conn).catch(() => undefined);
+        throw err;
+      }
+      await sql`commit`.execute(conn);
+      for (const name of applied) opts.log?.(`applied migration ${name}`);
+      return applied;
+    });
+  }
+  const applied = await migrateToLatest(db, opts);
+  for (const name of applied) opts.log?.(`applied migration ${name}`);
+  return applied;
+}
+
+async function migrateToLatest(db: Kysely<any>, opts: RunMigrationsOptions): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: migrationProvider,
+    ...(opts.migrationTableSchema ? { migrationTableSchema: opts.migrationTableSchema } : {}),
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error');
+    const cause = error instanceof Error ? error.message : String(error);
+    throw new Error(
+      failed
+        ? `Database migration "${failed.migrationName}" failed: ${cause}`
+        : `Database migration failed: ${cause}`,
+      { cause: error },
+    );
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
