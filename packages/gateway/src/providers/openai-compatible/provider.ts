@@ -132,7 +132,8 @@ export class OpenAiCompatibleProvider implements Provider {
         body: payload,
         signal: ac.signal,
         headersTimeout: t.firstByteMs,
-        bodyTimeout: c.stream ? t.idleMs : t.totalMs > 0 ? t.totalMs : 0,
+        // Streams get our own precise idle timer below (undici's timers are coarse, ~1 s).
+        bodyTimeout: c.stream ? 0 : t.totalMs > 0 ? t.totalMs : 0,
       });
     } catch (err) {
       cleanup();
@@ -157,10 +158,19 @@ export class OpenAiCompatibleProvider implements Provider {
     }
 
     const body = res.body;
+    // Idle timer: the longest gap between two body chunks (any bytes, comments included, count).
+    const idle =
+      t.idleMs > 0
+        ? setTimeout(() => {
+            abortKind ??= 'idle_timeout';
+            body.destroy(new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`));
+          }, t.idleMs)
+        : undefined;
     async function* items(): AsyncGenerator<SseItem> {
       const parser = new SseParser();
       try {
         for await (const chunk of body) {
+          idle?.refresh();
           const out = parser.push(chunk as Buffer);
           for (let i = 0; i < out.length; i++) yield out[i]!;
         }
@@ -169,6 +179,7 @@ export class OpenAiCompatibleProvider implements Provider {
       } catch (err) {
         throw mapError(err, abortKind, t);
       } finally {
+        if (idle) clearTimeout(idle);
         cleanup();
         if (!body.destroyed) body.destroy();
       }
