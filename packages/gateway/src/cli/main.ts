@@ -64,7 +64,7 @@ export async function main(argv: string[]): Promise<number> {
         return await keys(sub, arg, values);
       case 'config': {
         if (sub !== 'check') break;
-        const file = arg ?? values.config ?? process.env['SOVRA_CONFIG'] ?? 'sovra.yaml';
+        const file = arg || values.config || process.env['SOVRA_CONFIG'] || 'sovra.yaml';
         if (!existsSync(file)) throw new Error(`${file}: no such file`);
         parseConfig(readFileSync(file, 'utf8'), file, process.env);
         process.stdout.write(`${file}: configuration is valid\n`);

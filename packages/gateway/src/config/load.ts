@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ZodIssue } from 'zod';
-import { configSchema, type Config } from './schema.ts';
+import { configSchema, crossCheck, type Config } from './schema.ts';
 import { DEFAULT_CONFIG_YAML } from './default-config.ts';
 
 /** A configuration problem, with every issue listed as `path: message`. */
@@ -60,7 +60,9 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(file, ['(root): must be a mapping']);
   applyEnv(raw, env);
   const r = configSchema.safeParse(raw);
-  if (!r.success) throw new ConfigError(file, r.error.issues.map(issueText));
+  const issues = r.success ? [] : r.error.issues.map(issueText);
+  for (const x of crossCheck(raw)) issues.push(`${formatPath(x.path)}: ${x.message}`);
+  if (issues.length > 0 || !r.success) throw new ConfigError(file, issues);
   return r.data;
 }
 
@@ -84,7 +86,7 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
  * @throws ConfigError when the file is invalid
  */
 export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const path = resolve(file ?? env['SOVRA_CONFIG'] ?? 'sovra.yaml');
+  const path = resolve(file || env['SOVRA_CONFIG'] || 'sovra.yaml');
   let created = false;
   if (!existsSync(path)) {
     mkdirSync(dirname(path), { recursive: true });

@@ -6,6 +6,15 @@
  */
 import { z } from 'zod';
 
+function isHttpUrl(u: string): boolean {
+  try {
+    const p = new URL(u).protocol;
+    return p === 'http:' || p === 'https:';
+  } catch {
+    return false;
+  }
+}
+
 const ms = (def: number) => z.number().int().min(0).default(def);
 
 /** ISO 3166-1 alpha-2 country code, optionally with a region suffix ("MY", "MY-14"). */
@@ -57,10 +66,7 @@ const openAiCompatibleBackend = z
   .object({
     ...baseBackend,
     provider: z.literal('openai-compatible'),
-    base_url: z
-      .string()
-      .url()
-      .refine((u) => /^https?:\/\//.test(u), 'must be an http:// or https:// URL'),
+    base_url: z.string().refine(isHttpUrl, 'must be an http:// or https:// URL'),
     /** Name of the environment variable that holds the backend's API key (never the key itself). */
     api_key_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
     /** Static extra headers sent to this backend (not secrets: use api_key_env for those). */
@@ -135,21 +141,38 @@ export const configSchema = z
     backends: z.array(backendSchema).default([]),
     models: z.array(modelSchema).default([]),
   })
-  .strict()
-  .superRefine((cfg, ctx) => {
-    const ids = new Set<string>();
-    cfg.backends.forEach((b, i) => {
-      if (ids.has(b.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['backends', i, 'id'], message: `duplicate backend id "${b.id}"` });
-      ids.add(b.id);
-    });
-    const names = new Set<string>();
-    cfg.models.forEach((m, i) => {
-      if (names.has(m.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['models', i, 'name'], message: `duplicate model name "${m.name}"` });
-      names.add(m.name);
-      if (!ids.has(m.backend))
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['models', i, 'backend'], message: `unknown backend "${m.backend}" (known: ${[...ids].join(', ') || 'none'})` });
-    });
+  .strict();
+
+/**
+ * Cross-reference checks (duplicate ids and names, models naming unknown backends). They run on the
+ * raw document so that they are reported together with schema errors.
+ * @returns issues as `{ path, message }`
+ */
+export function crossCheck(raw: Record<string, unknown>): Array<{ path: Array<string | number>; message: string }> {
+  const out: Array<{ path: Array<string | number>; message: string }> = [];
+  const backends = Array.isArray(raw['backends']) ? (raw['backends'] as unknown[]) : [];
+  const models = Array.isArray(raw['models']) ? (raw['models'] as unknown[]) : [];
+  const ids = new Set<string>();
+  backends.forEach((b, i) => {
+    const id = (b as Record<string, unknown> | null)?.['id'];
+    if (typeof id !== 'string') return;
+    if (ids.has(id)) out.push({ path: ['backends', i, 'id'], message: `duplicate backend id "${id}"` });
+    ids.add(id);
   });
+  const names = new Set<string>();
+  models.forEach((m, i) => {
+    const rec = m as Record<string, unknown> | null;
+    const name = rec?.['name'];
+    if (typeof name === 'string') {
+      if (names.has(name)) out.push({ path: ['models', i, 'name'], message: `duplicate model name "${name}"` });
+      names.add(name);
+    }
+    const backend = rec?.['backend'];
+    if (typeof backend === 'string' && !ids.has(backend))
+      out.push({ path: ['models', i, 'backend'], message: `unknown backend "${backend}" (known: ${[...ids].join(', ') || 'none'})` });
+  });
+  return out;
+}
 
 /** The validated configuration, with defaults filled in. */
 export type Config = z.infer<typeof configSchema>;

@@ -13,9 +13,10 @@
  *              tensor offset is itself a multiple of the alignment.
  *
  * The weights are random, so the model produces gibberish, but it loads in llama.cpp and generates
- * real tokens. The 256 byte-token output rows are damped so text is mostly word pieces. The output rows of <unk>, <s> and </s> are zero, so their logits are always 0 while
- * the best ordinary token scores well above that: greedy decoding never ends with EOS, and sampled
- * decoding rarely does. Tests therefore bound generation with max_tokens.
+ * real tokens. The 256 byte-token output rows are damped so text is mostly word pieces. The output
+ * rows of <unk>, <s>, </s> and the ChatML control tokens <|im_start|>, <|im_end|> are zero, so their
+ * logits are always 0 while the best ordinary token scores well above that: greedy decoding never
+ * ends with EOS, and sampled decoding rarely does. Tests therefore bound generation with max_tokens.
  */
 import { writeFileSync } from 'node:fs';
 
@@ -73,6 +74,12 @@ function buildVocab(): { tokens: string[]; scores: number[]; types: number[] } {
     types.push(TT_NORMAL);
     // SentencePiece scores: higher = merged first. Prefer longer pieces.
     scores.push(-100 + [...p].length * 10);
+  }
+  // ChatML control tokens, so that a ChatML chat template renders as it does with real models.
+  for (const c of ['<|im_start|>', '<|im_end|>']) {
+    tokens.push(c);
+    types.push(TT_CONTROL);
+    scores.push(0);
   }
   return { tokens, scores, types };
 }
@@ -174,9 +181,25 @@ interface Tensor {
   data: Float32Array;
 }
 
+/** Options of {@link writeTinyGguf}. */
+export interface TinyGgufOptions {
+  /** PRNG seed of the weights (default 1234). */
+  seed?: number;
+  /** llama.context_length (default 256). */
+  contextLength?: number;
+  /** A Jinja chat template stored as tokenizer.chat_template (default: none). */
+  chatTemplate?: string;
+}
+
+/** A ChatML Jinja template, for tests of the model-template path. */
+export const CHATML_TEMPLATE =
+  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
 /** Builds the whole GGUF file in memory. */
-export function buildTinyGguf(opts: { seed?: number } = {}): Buffer {
-  const { nEmbd, nLayer, nHead, nHeadKv, nFf, contextLength } = TINY_GGUF;
+export function buildTinyGguf(opts: TinyGgufOptions = {}): Buffer {
+  const { nEmbd, nLayer, nHead, nHeadKv, nFf } = TINY_GGUF;
+  const contextLength = opts.contextLength ?? TINY_GGUF.contextLength;
   const headDim = nEmbd / nHead;
   const nEmbdKv = headDim * nHeadKv;
   const vocab = buildVocab();
@@ -208,9 +231,12 @@ export function buildTinyGguf(opts: { seed?: number } = {}): Buffer {
   ones('output_norm.weight', nEmbd);
   // Logit std ≈ 2.5 (hidden state has unit RMS after output_norm).
   matrix('output.weight', nEmbd, nVocab, 2.5 / Math.sqrt(nEmbd));
-  // Zero the rows of <unk>, <s>, </s>: their logits are always 0 (see file comment).
+  // Zero the rows of <unk>, <s>, </s> and the other control tokens: their logits are always 0
+  // (see file comment).
   const out = tensors[tensors.length - 1]!.data;
-  out.fill(0, 0, 3 * nEmbd);
+  vocab.types.forEach((type, id) => {
+    if (type === TT_CONTROL || type === TT_UNKNOWN) out.fill(0, id * nEmbd, (id + 1) * nEmbd);
+  });
   // Damp the 256 byte-fallback rows so the text is mostly word pieces (bytes, including invalid
   // UTF-8 sequences, still appear now and then, which exercises the streaming detokenizer).
   for (let i = 3 * nEmbd; i < (3 + 256) * nEmbd; i++) out[i]! *= 0.45;
@@ -240,6 +266,7 @@ export function buildTinyGguf(opts: { seed?: number } = {}): Buffer {
     ['tokenizer.ggml.add_bos_token', { t: 'bool', v: true }],
     ['tokenizer.ggml.add_eos_token', { t: 'bool', v: false }],
   ];
+  if (opts.chatTemplate !== undefined) kvs.push(['tokenizer.chat_template', { t: 'str', v: opts.chatTemplate }]);
 
   const w = new ByteWriter();
   w.raw(Buffer.from('GGUF', 'ascii'));
@@ -271,6 +298,6 @@ export function buildTinyGguf(opts: { seed?: number } = {}): Buffer {
 }
 
 /** Writes the tiny model to `path` (deterministic for a given seed). */
-export function writeTinyGguf(path: string, opts: { seed?: number } = {}): void {
+export function writeTinyGguf(path: string, opts: TinyGgufOptions = {}): void {
   writeFileSync(path, buildTinyGguf(opts));
 }

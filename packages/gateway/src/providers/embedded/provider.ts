@@ -99,7 +99,7 @@ export interface EmbeddedInfo {
 
 /** A prompt ready for the engine. */
 export interface PreparedPrompt {
-  /** Rendered text (null for a token-id completion prompt). */
+  /** Rendered text, special tokens spelled out (null for a token-id completion prompt). */
   readonly text: string | null;
   readonly tokens: Token[];
   /** Extra stop strings implied by the template. */
@@ -182,7 +182,6 @@ class CallScope {
   timeout(ms: number, reason: () => UpstreamError): () => void {
     if (!(ms > 0)) return noop;
     const t = setTimeout(() => this.ctl.abort(reason()), ms);
-    t.unref();
     this.timers.push(t);
     return () => clearTimeout(t);
   }
@@ -285,13 +284,7 @@ class Generation {
       for (;;) {
         const next = inner.next();
         next.catch(noop);
-        let r: IteratorResult<Token, void>;
-        try {
-          r = await Promise.race([next, this.abortedP]);
-        } catch (e) {
-          if (e instanceof UpstreamError) throw e;
-          throw new UpstreamError('engine', `embedded engine failed: ${errMsg(e)}`, { cause: e });
-        }
+        const r = await Promise.race([next, this.abortedP]);
         if (r.done) {
           finishReason = 'stop';
           break;
@@ -330,6 +323,9 @@ class Generation {
         }
       }
       return { finishReason, completionTokens: count };
+    } catch (e) {
+      if (e instanceof UpstreamError) throw e;
+      throw new UpstreamError('engine', `embedded engine failed: ${errMsg(e)}`, { cause: e });
     } finally {
       this.executing = false;
       void this.release();
@@ -396,6 +392,12 @@ export class EmbeddedProvider implements Provider {
       chatTemplate: e.chatWrapper ? 'model' : 'fallback',
       chatWrapper: e.chatWrapper ? e.chatWrapper.wrapperName : null,
     };
+  }
+
+  /** Generations running (`active`) and calls waiting for a sequence (`queued`). */
+  stats(): { active: number; queued: number } {
+    const pool = this.engine?.pool;
+    return { active: pool?.active ?? 0, queued: pool?.queued ?? 0 };
   }
 
   /** Loads llama.cpp and the model. Idempotent; rejects with a message fit for an operator. */
@@ -571,11 +573,12 @@ export class EmbeddedProvider implements Provider {
         else if (v instanceof SpecialTokensText) text += v.value;
         else special = true;
       }
-      if (!special && text) stops.push(text);
+      if (!special && text && !stops.includes(text)) stops.push(text);
     }
+    const tokens = state.contextText.tokenize(model.tokenizer);
     return {
-      text: state.contextText.toString(),
-      tokens: state.contextText.tokenize(model.tokenizer),
+      text: model.detokenize(tokens, true),
+      tokens,
       stops,
       stopTokens,
       trimLeadingSpace: false,
@@ -680,7 +683,12 @@ export class EmbeddedProvider implements Provider {
 
     const so = c.body['stream_options'] as Record<string, unknown> | null | undefined;
     const includeUsage = !!so && typeof so === 'object' && so['include_usage'] === true;
-    return { kind: 'stream', status: 200, headers: { ...SSE_HEADERS }, items: streamItems(gen, meta, chat, includeUsage) };
+    return {
+      kind: 'stream',
+      status: 200,
+      headers: { ...SSE_HEADERS },
+      items: releasing(streamItems(gen, meta, chat, includeUsage), () => void gen.release()),
+    };
   }
 
   async close(): Promise<void> {
@@ -705,6 +713,37 @@ export class EmbeddedProvider implements Provider {
 
 function usageOf(prompt: number, completion: number): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/**
+ * Iterable (once) over `gen` whose `return()`/`throw()` always call `release`: an async generator
+ * that was never pulled does not run its `finally` on `return()`, and the sequence must still go back.
+ */
+function releasing<T>(gen: AsyncGenerator<T, void, undefined>, release: () => void): AsyncIterable<T> {
+  let used = false;
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<T, void, undefined> {
+      if (used) throw new Error('an embedded provider stream can be iterated only once');
+      used = true;
+      return {
+        next: () => gen.next(),
+        return: async () => {
+          try {
+            return await gen.return(undefined);
+          } finally {
+            release();
+          }
+        },
+        throw: async (err?: unknown) => {
+          try {
+            return await gen.throw(err);
+          } finally {
+            release();
+          }
+        },
+      };
+    },
+  };
 }
 
 /** OpenAI chunk stream for one generation (chat.completion.chunk or text_completion). */

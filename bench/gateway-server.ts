@@ -1,0 +1,184 @@
+/**
+ * Start a Sovra gateway for the load benchmark, meant to run as its own process:
+ *
+ *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0]
+ *
+ * Configuration: one `openai-compatible` backend `mock` at `<upstream>/v1` (the bench mock engine)
+ * and the alias `bench-model` → upstream model `mock-llm`; a fresh SQLite database in a temp folder;
+ * logging at `info` (one access line per request, as in production) to `gateway.log` in that folder
+ * through pino's default asynchronous SonicBoom destination (what `sovra serve` uses for stdout).
+ * One API key is created (tenant `bench`). Once ready it prints one JSON line on stdout:
+ * `{"url":"http://127.0.0.1:N","key":"sk-sovra-…","dir":"…","logFile":"…","pid":N}`.
+ *
+ * Stops on SIGINT/SIGTERM (or, with `--exit-on-stdin-end`, when the parent closes its stdin): closes
+ * the gateway (flushes request records) and deletes the temp folder unless `--keep`.
+ *
+ * Environment:
+ * - `SOVRA_BENCH_CPU_PROF=<dir>`: CPU-profile the whole process (V8 sampling profiler through
+ *   `node:inspector`); on shutdown a `gateway-<timestamp>.cpuprofile` is written to `<dir>` with the
+ *   positions of TypeScript functions mapped back to their `.ts` source (via tsx's source maps), so
+ *   it opens correctly in Chrome DevTools and `bench/profile-summary.ts` can print file:line hot spots.
+ *   `SOVRA_BENCH_CPU_PROF_INTERVAL_US` sets the sampling interval (default 200 µs).
+ * - `SOVRA_BENCH_LOG_SYNC=1`: write the log synchronously instead.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { findSourceMap } from 'node:module';
+import { Session } from 'node:inspector/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { stringify } from 'yaml';
+import { createGateway } from '../packages/gateway/src/app.ts';
+import { parseConfig } from '../packages/gateway/src/config/load.ts';
+import { createKey } from '../packages/gateway/src/keys/keys.ts';
+import { createLogger } from '../packages/gateway/src/telemetry/logger.ts';
+
+/** The alias the benchmark asks for. */
+export const BENCH_MODEL = 'bench-model';
+
+interface CpuProfileNode {
+  id: number;
+  callFrame: { functionName: string; scriptId: string; url: string; lineNumber: number; columnNumber: number };
+  hitCount?: number;
+  children?: number[];
+  positionTicks?: { line: number; ticks: number }[];
+}
+interface CpuProfile {
+  nodes: CpuProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
+
+/** Rewrite generated (tsx-transpiled) positions of `.ts` frames to their source positions. */
+function remapProfile(profile: CpuProfile): number {
+  let mapped = 0;
+  for (const n of profile.nodes) {
+    const cf = n.callFrame;
+    if (!cf.url || !/\.m?tsx?$/.test(cf.url) || cf.lineNumber < 0) continue;
+    const sm = findSourceMap(cf.url) ?? (cf.url.startsWith('file:') ? findSourceMap(new URL(cf.url).pathname) : undefined);
+    if (!sm) continue;
+    const e = sm.findEntry(cf.lineNumber, Math.max(0, cf.columnNumber)) as { originalLine?: number; originalColumn?: number };
+    if (typeof e.originalLine === 'number') {
+      cf.lineNumber = e.originalLine;
+      cf.columnNumber = e.originalColumn ?? 0;
+      mapped++;
+    }
+    if (n.positionTicks) {
+      // positionTicks lines are 1-based generated lines; map each to its (1-based) source line.
+      const byLine = new Map<number, number>();
+      for (const pt of n.positionTicks) {
+        const pe = sm.findEntry(pt.line - 1, 0) as { originalLine?: number };
+        const line = typeof pe.originalLine === 'number' ? pe.originalLine + 1 : pt.line;
+        byLine.set(line, (byLine.get(line) ?? 0) + pt.ticks);
+      }
+      n.positionTicks = [...byLine].map(([line, ticks]) => ({ line, ticks }));
+    }
+  }
+  return mapped;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      upstream: { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '0' },
+      'log-level': { type: 'string', default: 'info' },
+      'max-connections': { type: 'string', default: '128' },
+      keep: { type: 'boolean', default: false },
+      'exit-on-stdin-end': { type: 'boolean', default: false },
+    },
+  });
+  if (!values.upstream) throw new Error('--upstream http://127.0.0.1:PORT is required (the mock engine)');
+  const up = new URL(values.upstream);
+  const baseUrl = up.pathname === '/' ? `${up.origin}/v1` : values.upstream;
+
+  // Profiling starts first, so start-up is in the profile too (it is short next to the load).
+  const profDir = process.env['SOVRA_BENCH_CPU_PROF'];
+  let session: Session | undefined;
+  if (profDir) {
+    session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: Number(process.env['SOVRA_BENCH_CPU_PROF_INTERVAL_US'] ?? 200) });
+    await session.post('Profiler.start');
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), 'sovra-bench-'));
+  const logFile = join(dir, 'gateway.log');
+  const cfgObj = {
+    server: { host: values.host, port: Number(values.port) },
+    database: { url: `sqlite:${join(dir, 'sovra.db')}` },
+    logging: { level: values['log-level'] },
+    backends: [
+      {
+        id: 'mock',
+        provider: 'openai-compatible',
+        base_url: baseUrl,
+        api_key_env: 'SOVRA_BENCH_UPSTREAM_KEY',
+        jurisdiction: 'MY',
+        max_connections: Number(values['max-connections']),
+      },
+    ],
+    models: [{ name: BENCH_MODEL, backend: 'mock', upstream_model: 'mock-llm' }],
+  };
+  const config = parseConfig(stringify(cfgObj), 'bench-config', {});
+  const dest = pino.destination({ dest: logFile, sync: process.env['SOVRA_BENCH_LOG_SYNC'] === '1', mkdir: true });
+  const logger = createLogger(config.logging.level, dest as unknown as NodeJS.WritableStream);
+  const gw = await createGateway({
+    config,
+    configDir: dir,
+    logger,
+    env: { ...process.env, SOVRA_BENCH_UPSTREAM_KEY: 'up-cred-BENCH-0000' },
+  });
+
+  let stopping = false;
+  const stop = async (why: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    const force = setTimeout(() => process.exit(1), 20_000);
+    force.unref();
+    logger.info({ why }, 'bench gateway stopping');
+    await gw.close().catch((err: unknown) => process.stderr.write(`gateway-server: close failed: ${String(err)}\n`));
+    if (session && profDir) {
+      try {
+        const { profile } = (await session.post('Profiler.stop')) as unknown as { profile: CpuProfile };
+        const mapped = remapProfile(profile);
+        mkdirSync(profDir, { recursive: true });
+        const file = resolve(profDir, `gateway-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
+        writeFileSync(file, JSON.stringify(profile));
+        process.stderr.write(`gateway-server: CPU profile written to ${file} (${mapped} TypeScript frames mapped to source)\n`);
+      } catch (err) {
+        process.stderr.write(`gateway-server: writing the CPU profile failed: ${String(err)}\n`);
+      }
+      session.disconnect();
+    }
+    try {
+      dest.flushSync();
+    } catch {
+      /* not open yet or already closed */
+    }
+    if (!values.keep) rmSync(dir, { recursive: true, force: true });
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  if (values['exit-on-stdin-end']) {
+    process.stdin.on('end', () => void stop('stdin closed'));
+    process.stdin.on('error', () => void stop('stdin error'));
+    process.stdin.resume();
+  }
+
+  const url = await gw.start();
+  const k = await createKey(gw.store(), { tenant: 'bench', name: 'bench-key' });
+  await gw.backendsSettled();
+  process.stdout.write(JSON.stringify({ url, key: k.key, dir, logFile, pid: process.pid }) + '\n');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`gateway-server: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
