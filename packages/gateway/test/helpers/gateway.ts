@@ -44,6 +44,8 @@ export interface StartOptions {
   postgres?: boolean;
   env?: NodeJS.ProcessEnv;
   logLevel?: 'info' | 'debug' | 'trace';
+  /** Called with the gateway's folder before it starts (e.g. to write a model file there). */
+  beforeStart?: (dir: string) => void;
 }
 
 /** Start a gateway for a test. */
@@ -72,6 +74,7 @@ export async function startGateway(opts: StartOptions): Promise<TestGateway> {
     logging: { level: opts.logLevel ?? 'info' },
   };
   const config = parseConfig(stringify(cfgObj), 'test-config', {});
+  opts.beforeStart?.(dir);
   const logger = createLogger(config.logging.level, sink);
   const gw = await createGateway({ config, configDir: dir, logger, env: opts.env ?? process.env });
   const origin = await gw.start();
