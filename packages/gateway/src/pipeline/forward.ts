@@ -161,8 +161,8 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
   const write = async (s: string): Promise<void> => {
     lastWrite = performance.now();
     if (!res.write(s)) {
-      // Backpressure: wait for the client, or its departure.
-      await Promise.race([once(res, 'drain'), once(ctx.abort.signal, 'abort')]);
+      // Backpressure: wait for the client to drain, or for its departure (which aborts the signal).
+      await once(res, 'drain', { signal: ctx.abort.signal }).catch(() => undefined);
     }
   };
 

@@ -55,6 +55,7 @@ export class Pipeline implements DataPlane {
     res.on('close', () => {
       if (!res.writableFinished) ctx.abort.abort();
     });
+    if (res.destroyed || req.raw.socket?.destroyed) ctx.abort.abort(); // left before the handler ran
     try {
       const why = this.deps.notReady();
       if (why) throw new GatewayError(503, 'service_unavailable', 'not_ready', `Sovra is starting: ${why}.`, null, { 'retry-after': '2' });
