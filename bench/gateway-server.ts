@@ -67,7 +67,12 @@ function remapProfile(profile: CpuProfile): number {
       mapped++;
     }
     if (n.positionTicks) {
-      // positionTicks lines are 1-based generated lines; map each to its (1-based) source line.
+      // tsx emits each module on one line (whitespace minified), so line-level ticks of .ts frames
+      // carry no information: drop them. Otherwise map each 1-based generated line to its source line.
+      if (!(sm.payload as { mappings?: string }).mappings?.includes(';')) {
+        delete n.positionTicks;
+        continue;
+      }
       const byLine = new Map<number, number>();
       for (const pt of n.positionTicks) {
         const pe = sm.findEntry(pt.line - 1, 0) as { originalLine?: number };

@@ -119,6 +119,8 @@ export function summarise(profile: Profile, top: number): Summary {
   const byLine = new Map<string, number>();
   for (const n of profile.nodes) {
     if (!n.positionTicks || !n.callFrame.url) continue;
+    // tsx-transpiled modules are one generated line: their line ticks say nothing (older profiles).
+    if (/\.m?tsx?$/.test(n.callFrame.url) && n.positionTicks.every((p) => p.line === 1)) continue;
     const us = selfUs.get(n.id) ?? 0;
     const ticks = n.positionTicks.reduce((a, p) => a + p.ticks, 0);
     if (!ticks || !us) continue;

@@ -178,6 +178,7 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
   }
 
   const isChatLike = ctx.operation === 'chat.completions' || ctx.operation === 'completions';
+  let held: string | null = null;
   try {
     for (;;) {
       const step = await iterator.next();
@@ -185,16 +186,29 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
       if (ctx.abort.signal.aborted) break;
       const item = step.value;
       if (item.type === 'comment') {
+        if (held !== null) {
+          await write(held);
+          held = null;
+        }
         await write(formatComment(item.text));
         continue;
       }
       const out = inspectEvent(ctx, item, isChatLike);
       if (out === null) continue;
-      await write(out);
+      if (held !== null) {
+        await write(held);
+        held = null;
+      }
+      // `[DONE]` is normally the last event: hold it so it leaves with the end of the response
+      // (one socket write instead of two).
+      if (item.data === '[DONE]') held = out;
+      else await write(out);
     }
   } catch (err) {
     if (ctx.abort.signal.aborted || (err instanceof UpstreamError && err.kind === 'aborted')) {
       // client went away; handled below
+    } else if (held !== null) {
+      // [DONE] had arrived: the stream was complete; a failure while closing changes nothing.
     } else if (err instanceof UpstreamError && (err.kind === 'idle_timeout' || err.kind === 'total_timeout')) {
       const code = err.kind === 'idle_timeout' ? 'upstream_idle_timeout' : 'upstream_timeout';
       ctx.outcome = err.kind === 'idle_timeout' ? 'upstream_idle_timeout' : 'upstream_timeout';
@@ -211,7 +225,10 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
     await iterator.return?.().catch(() => undefined);
   }
   if (ctx.abort.signal.aborted) markDisconnected(ctx);
-  if (!res.writableEnded && !res.destroyed) res.end();
+  if (!res.writableEnded && !res.destroyed) {
+    if (held !== null) res.end(held);
+    else res.end();
+  }
 }
 
 /**

@@ -15,6 +15,11 @@ export interface Store {
   db: Kysely<Database>;
   dialect: 'sqlite' | 'postgres';
   /**
+   * SQLite only: the native better-sqlite3 handle, for hot paths that use cached prepared statements
+   * (the request recorder). Undefined on PostgreSQL.
+   */
+  sqlite?: BetterSqlite3.Database;
+  /**
    * Applies pending migrations (safe to call repeatedly and from several processes at once).
    * @throws Error naming the failed migration, with the driver error as `cause`.
    */
@@ -97,6 +102,7 @@ function openSqlite(rest: string, opts: OpenStoreOptions): Store {
   return {
     db,
     dialect: 'sqlite',
+    sqlite: native,
     async migrate() {
       await runMigrations(db, { dialect: 'sqlite', ...(opts.log ? { log: opts.log } : {}) });
     },

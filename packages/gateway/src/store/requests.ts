@@ -19,7 +19,12 @@ export interface RequestRecorderOptions {
 }
 
 /** Columns of the requests table, in insert order. */
-const COLUMNS = 18;
+const REQUEST_COLUMNS = [
+  'id', 'ts', 'key_id', 'tenant_id', 'operation', 'model', 'backend_id', 'upstream_model', 'stream',
+  'status', 'outcome', 'error_code', 'latency_ms', 'ttfb_ms', 'prompt_tokens', 'completion_tokens',
+  'total_tokens', 'usage_source',
+] as const satisfies ReadonlyArray<keyof RequestsTable>;
+const COLUMNS = REQUEST_COLUMNS.length;
 /** Rows per INSERT statement, keeping bound parameters under SQLite's (32766) and PostgreSQL's (65535) caps. */
 const ROWS_PER_STATEMENT = Math.floor(30_000 / COLUMNS);
 
@@ -154,12 +159,22 @@ export class RequestRecorder {
   }
 
   async #write(batch: RequestsTable[]): Promise<void> {
+    const native = this.#store.sqlite;
+    if (native) {
+      // SQLite: one cached prepared statement in one transaction (~µs per row; the Kysely path
+      // compiles a query per batch and costs several times more on the event loop).
+      this.#insertMany ??= prepareInsertMany(native);
+      this.#insertMany(batch);
+      return;
+    }
     await this.#store.db.transaction().execute(async (trx) => {
       for (let i = 0; i < batch.length; i += ROWS_PER_STATEMENT) {
         await trx.insertInto('requests').values(batch.slice(i, i + ROWS_PER_STATEMENT)).execute();
       }
     });
   }
+
+  #insertMany: ((rows: RequestsTable[]) => void) | undefined;
 
   #report(err: Error): void {
     try {
@@ -184,4 +199,13 @@ export async function listRequests(store: Store, opts: ListRequestsOptions): Pro
   let q = store.db.selectFrom('requests').selectAll();
   if (opts.since !== undefined) q = q.where('ts', '>=', opts.since);
   return q.orderBy('ts', 'desc').orderBy('id', 'desc').limit(limit).execute();
+}
+
+/** A better-sqlite3 transaction inserting many request rows with one prepared statement. */
+function prepareInsertMany(native: NonNullable<Store['sqlite']>): (rows: RequestsTable[]) => void {
+  const cols = REQUEST_COLUMNS;
+  const stmt = native.prepare(`INSERT INTO requests (${cols.join(', ')}) VALUES (${cols.map((c) => '@' + c).join(', ')})`);
+  return native.transaction((rows: RequestsTable[]) => {
+    for (const r of rows) stmt.run(r);
+  });
 }
