@@ -70,6 +70,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const app = buildServer({
     logger,
     bodyLimit: config.server.body_limit_bytes,
+    requestTimeoutMs: config.server.request_timeout_ms,
     dataPlane: pipeline,
     readiness: {
       ready() {

@@ -6,6 +6,13 @@
  */
 import { z } from 'zod';
 
+/** Headers `forward_headers` may not name: credentials for Sovra itself, cookies, framing and hop-by-hop headers. */
+const NEVER_FORWARDED = new Set([
+  'authorization', 'cookie', 'set-cookie', 'host', 'content-length', 'content-type', 'content-encoding',
+  'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'expect', 'accept',
+  'x-request-id',
+]);
+
 function isHttpUrl(u: string): boolean {
   try {
     const p = new URL(u).protocol;
@@ -72,7 +79,17 @@ const openAiCompatibleBackend = z
     /** Static extra headers sent to this backend (not secrets: use api_key_env for those). */
     headers: z.record(z.string()).default({}),
     /** Client request headers passed through to this backend by name (bring-your-own-key). Default none. */
-    forward_headers: z.array(z.string().toLowerCase()).default([]),
+    forward_headers: z
+      .array(
+        z
+          .string()
+          .toLowerCase()
+          .refine((h) => /^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(h), 'must be an HTTP header name')
+          .refine((h) => !NEVER_FORWARDED.has(h) && !h.startsWith('proxy-'), (h) => ({
+            message: `"${h}" can never be forwarded (it carries the client's Sovra key, cookies, framing or hop-by-hop data)`,
+          })),
+      )
+      .default([]),
     /** Keep-alive connections in the undici pool for this backend. */
     max_connections: z.number().int().min(1).max(4096).default(128),
   })
@@ -120,6 +137,8 @@ export const configSchema = z
         sse_heartbeat_ms: ms(15_000),
         /** Upper bound for the per-request `x-sovra-timeout-ms` override header. */
         max_request_timeout_ms: ms(600_000),
+        /** Longest time a client may take to send a whole request (headers and body); 0 = none. */
+        request_timeout_ms: ms(120_000),
       })
       .strict()
       .default({}),

@@ -19,6 +19,8 @@ export interface ServerOptions {
   logger: Logger;
   /** Largest accepted body, bytes. */
   bodyLimit: number;
+  /** Longest time to receive a whole request (headers and body), ms; 0 = none. */
+  requestTimeoutMs: number;
   dataPlane: DataPlane;
   readiness: Readiness;
 }
@@ -34,6 +36,27 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     keepAliveTimeout: 72_000,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    requestTimeout: opts.requestTimeoutMs,
+    // Malformed URLs and the like: OpenAI-shaped too.
+    frameworkErrors: (err, _req, reply) => {
+      const status = (err as { statusCode?: number }).statusCode ?? 400;
+      const r = reply as unknown as { code(n: number): typeof r; header(k: string, v: string): typeof r; send(b: string): void };
+      r.code(status)
+        .header('content-type', 'application/json')
+        .send(errorJson(status === 400 ? 'Malformed request URL.' : err.message, 'invalid_request_error', (err as { code?: string }).code ?? null));
+    },
+    // Errors Node's HTTP parser hits before Fastify sees a request (oversized headers, bad framing).
+    clientErrorHandler: (err: Error & { code?: string }, socket) => {
+      if (!socket.writable) return socket.destroy();
+      const [status, text] =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large']
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? [408, 'Request Timeout']
+            : [400, 'Bad Request'];
+      const body = errorJson(status === 431 ? 'The request headers are too large.' : status === 408 ? 'The request took too long to arrive.' : 'Malformed HTTP request.', 'invalid_request_error', status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request');
+      socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    },
   });
 
   // Bodies are taken raw; the pipeline validates UTF-8 and JSON itself to answer in OpenAI's shape.
@@ -44,6 +67,11 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     let ge: GatewayError;
     if (err instanceof GatewayError) ge = err;
+    else if (err.code === 'ECONNRESET' || req.raw.aborted || req.raw.socket?.destroyed) {
+      // The client went away while sending its request: record it, answer no one.
+      opts.dataPlane.onRejected?.(req, new GatewayError(499, 'invalid_request_error', 'client_disconnected', 'The client closed the connection.'));
+      return reply.hijack();
+    }
     else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413)
       ge = new GatewayError(413, 'invalid_request_error', 'request_too_large', `The request body is larger than the limit of ${opts.bodyLimit} bytes.`);
     else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500)

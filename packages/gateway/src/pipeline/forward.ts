@@ -49,17 +49,25 @@ export function upstreamFailure(err: UpstreamError, backendId: string): GatewayE
 }
 
 /**
- * Call the route's provider and relay the answer onto `res`. Never throws for upstream problems
+ * Call the route's provider and relay the answer onto `res`. `upstreamText` is `upstreamBody`
+ * serialised (exact bytes for HTTP providers). Never throws for upstream problems
  * after headers are sent; before that it throws {@link GatewayError} for the caller to send.
  * Sets ctx.status/outcome/errorCode/usage/ttfbMs.
  */
-export async function forward(ctx: RequestContext, upstreamBody: Record<string, unknown>, res: ServerResponse, opts: ForwardOptions): Promise<void> {
+export async function forward(
+  ctx: RequestContext,
+  upstreamBody: Record<string, unknown>,
+  upstreamText: string,
+  res: ServerResponse,
+  opts: ForwardOptions,
+): Promise<void> {
   const route = ctx.route!;
   let result: ProviderResult;
   try {
     result = await route.provider.call({
       operation: ctx.operation,
       body: upstreamBody,
+      bodyText: upstreamText,
       stream: ctx.stream,
       requestId: ctx.id,
       signal: ctx.abort.signal,
@@ -81,6 +89,11 @@ export async function forward(ctx: RequestContext, upstreamBody: Record<string, 
   return relayStream(ctx, result, res, opts);
 }
 
+/** Statuses relayed to clients: 2xx with a body, and 4xx/5xx. Redirects, 1xx, 204/205 and others become 502. */
+export function usableStatus(status: number): boolean {
+  return (status >= 200 && status < 300 && status !== 204 && status !== 205) || (status >= 400 && status < 600);
+}
+
 function markDisconnected(ctx: RequestContext): void {
   ctx.outcome = 'client_disconnected';
   ctx.status = 499;
@@ -94,6 +107,11 @@ function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'json
     ctx.outcome = 'upstream_error';
     ctx.errorCode = 'upstream_auth_failed';
     throw new GatewayError(502, 'api_error', 'upstream_auth_failed', `Backend '${backendId}' rejected the gateway's credential (status ${r.status}); check its api_key_env.`);
+  }
+  if (!usableStatus(r.status)) {
+    ctx.outcome = 'upstream_error';
+    ctx.errorCode = 'upstream_bad_status';
+    throw new GatewayError(502, 'api_error', 'upstream_bad_status', `Backend '${backendId}' answered with HTTP status ${r.status}, which Sovra does not relay.`);
   }
   let parsed: Record<string, unknown> | undefined;
   try {
@@ -120,23 +138,34 @@ function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'json
   res.end(r.body);
 }
 
-/** Read OpenAI usage from a completion body or chunk (also the Responses API's `response.usage`). */
+/** Largest token count accepted from an upstream for one request (larger values are ignored as bogus). */
+export const MAX_REPORTED_TOKENS = 2_000_000_000;
+
+const tokenCount = (v: unknown): number | undefined =>
+  typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_REPORTED_TOKENS ? v : undefined;
+
+/**
+ * Read OpenAI usage from a completion body or chunk (also the Responses API's `response.usage`, with
+ * `input_tokens`/`output_tokens`). Returns null when there is no usage, when it carries no count, or
+ * when any count is not a whole number in 0…{@link MAX_REPORTED_TOKENS} (a bogus report is ignored
+ * rather than recorded, and never wipes an earlier valid one).
+ */
 export function readUsage(obj: Record<string, unknown>): Usage | null {
   let u = obj['usage'] as Record<string, unknown> | null | undefined;
   if (!u || typeof u !== 'object') {
     const resp = obj['response'] as Record<string, unknown> | undefined;
     u = resp && typeof resp === 'object' ? (resp['usage'] as Record<string, unknown> | undefined) : undefined;
     if (!u || typeof u !== 'object') return null;
-    // Responses API naming
-    if (typeof u['input_tokens'] === 'number') {
-      const p = u['input_tokens'] as number;
-      const c = (u['output_tokens'] as number) ?? 0;
-      return { prompt_tokens: p, completion_tokens: c, total_tokens: (u['total_tokens'] as number) ?? p + c };
-    }
   }
-  const p = typeof u['prompt_tokens'] === 'number' ? (u['prompt_tokens'] as number) : typeof u['input_tokens'] === 'number' ? (u['input_tokens'] as number) : 0;
-  const c = typeof u['completion_tokens'] === 'number' ? (u['completion_tokens'] as number) : typeof u['output_tokens'] === 'number' ? (u['output_tokens'] as number) : 0;
-  const t = typeof u['total_tokens'] === 'number' ? (u['total_tokens'] as number) : p + c;
+  const rawP = u['prompt_tokens'] ?? u['input_tokens'];
+  const rawC = u['completion_tokens'] ?? u['output_tokens'];
+  const rawT = u['total_tokens'];
+  if (rawP === undefined && rawC === undefined && rawT === undefined) return null;
+  const p = rawP === undefined || rawP === null ? 0 : tokenCount(rawP);
+  const c = rawC === undefined || rawC === null ? 0 : tokenCount(rawC);
+  if (p === undefined || c === undefined) return null;
+  const t = rawT === undefined || rawT === null ? p + c : tokenCount(rawT);
+  if (t === undefined) return null;
   return { prompt_tokens: p, completion_tokens: c, total_tokens: t };
 }
 
@@ -179,12 +208,18 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
 
   const isChatLike = ctx.operation === 'chat.completions' || ctx.operation === 'completions';
   let held: string | null = null;
+  let events = 0;
+  let ended = false; // the upstream closed the stream normally
   try {
     for (;;) {
       const step = await iterator.next();
-      if (step.done) break;
+      if (step.done) {
+        ended = true;
+        break;
+      }
       if (ctx.abort.signal.aborted) break;
       const item = step.value;
+      if (item.type === 'event') events++;
       if (item.type === 'comment') {
         if (held !== null) {
           await write(held);
@@ -225,6 +260,15 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
     await iterator.return?.().catch(() => undefined);
   }
   if (ctx.abort.signal.aborted) markDisconnected(ctx);
+  else if (ended && ctx.outcome === 'ok' && (events === 0 || (isChatLike && held === null))) {
+    // The upstream closed without a single event, or a chat/completions stream without `[DONE]`:
+    // say so rather than let the client take a cut stream for a complete answer.
+    const code = events === 0 ? 'upstream_empty_stream' : 'upstream_stream_truncated';
+    ctx.outcome = 'upstream_error';
+    ctx.errorCode = code;
+    if (!res.writableEnded && !res.destroyed)
+      res.write(formatEvent({ data: errorJson(events === 0 ? 'The upstream sent no events.' : 'The upstream ended the stream before [DONE].', 'api_error', code) }));
+  }
   if (!res.writableEnded && !res.destroyed) {
     if (held !== null) res.end(held);
     else res.end();
@@ -239,7 +283,7 @@ function inspectEvent(ctx: RequestContext, ev: SseEvent, isChatLike: boolean): s
   const data = ev.data;
   if (data === '[DONE]') return formatEvent(ev);
   const mayHaveUsage = data.includes('"usage"') && !USAGE_NULL.test(data);
-  const mayBeError = ev.event === 'error' || data.includes('"error"');
+  const mayBeError = ev.event === 'error' || ev.event === 'response.failed' || data.includes('"error"') || data.includes('"response.failed"');
   if (!mayHaveUsage && !mayBeError) {
     ctx.relayedDeltas++;
     return formatEvent(ev);
@@ -251,12 +295,19 @@ function inspectEvent(ctx: RequestContext, ev: SseEvent, isChatLike: boolean): s
   } catch {
     /* not JSON: relay as is */
   }
-  if (!obj) return formatEvent(ev);
-  if (ev.event === 'error' || obj['error'] !== undefined || obj['type'] === 'error') {
-    ctx.outcome = 'upstream_error';
-    const e = (obj['error'] && typeof obj['error'] === 'object' ? obj['error'] : obj) as Record<string, unknown>;
-    ctx.errorCode = typeof e['code'] === 'string' ? (e['code'] as string) : typeof e['type'] === 'string' ? (e['type'] as string) : 'upstream_error';
+  if (!obj) {
+    if (ev.event === 'error' || ev.event === 'response.failed') markUpstreamError(ctx, undefined);
     return formatEvent(ev);
+  }
+  const err = obj['error'];
+  if (ev.event === 'error' || (err !== undefined && err !== null) || obj['type'] === 'error') {
+    markUpstreamError(ctx, (err && typeof err === 'object' ? err : obj) as Record<string, unknown>);
+    return formatEvent(ev);
+  }
+  if (ev.event === 'response.failed' || obj['type'] === 'response.failed') {
+    const resp = obj['response'] as Record<string, unknown> | undefined;
+    const re = resp && typeof resp === 'object' ? (resp['error'] as Record<string, unknown> | undefined) : undefined;
+    markUpstreamError(ctx, re && typeof re === 'object' ? re : undefined, 'response_failed');
   }
   const usage = mayHaveUsage ? readUsage(obj) : null;
   if (!usage) {
@@ -278,4 +329,13 @@ function inspectEvent(ctx: RequestContext, ev: SseEvent, isChatLike: boolean): s
     return formatEvent({ event: ev.event, id: ev.id, data: JSON.stringify(obj) });
   }
   return formatEvent(ev);
+}
+
+/** Mark the request as failed upstream, with the upstream's error code (or type) when it gave one; the first error wins. */
+function markUpstreamError(ctx: RequestContext, e: Record<string, unknown> | undefined, fallback = 'upstream_error'): void {
+  if (ctx.outcome === 'upstream_error' && ctx.errorCode) return; // the first error is the cause
+  ctx.outcome = 'upstream_error';
+  const code = e?.['code'];
+  const type = e?.['type'];
+  ctx.errorCode = typeof code === 'string' && code ? code : typeof type === 'string' && type && type !== 'error' ? type : fallback;
 }

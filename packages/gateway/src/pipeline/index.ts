@@ -14,7 +14,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import { GatewayError } from '../http/errors.ts';
 import { DATA_PLANE_ROUTES, type DataPlane } from '../http/routes/openai.ts';
 import { authenticate, type Authenticator } from './authenticate.ts';
-import { newContext, type Outcome, type RequestContext } from './context.ts';
+import { newContext, type Outcome, type Principal, type RequestContext } from './context.ts';
 import { forward } from './forward.ts';
 import { prepareUpstreamBody } from './prepare.ts';
 import { estimateUsage, toRecord } from './record.ts';
@@ -41,6 +41,10 @@ export interface PipelineDeps {
   notReady: () => string | null;
 }
 
+const PRINCIPAL = Symbol('sovra.principal');
+type AuthedRequest = FastifyRequest & { [PRINCIPAL]?: Principal };
+const principalOf = (req: FastifyRequest): Principal | undefined => (req as AuthedRequest)[PRINCIPAL];
+
 /** Header a client may send to shorten (never lengthen beyond the operator maximum) its deadline, ms. */
 export const TIMEOUT_HEADER = 'x-sovra-timeout-ms';
 
@@ -59,10 +63,11 @@ export class Pipeline implements DataPlane {
     try {
       const why = this.deps.notReady();
       if (why) throw new GatewayError(503, 'service_unavailable', 'not_ready', `Sovra is starting: ${why}.`, null, { 'retry-after': '2' });
-      // 1. authenticate
-      ctx.principal = await authenticate(this.deps.auth, req.headers.authorization);
+      // 1. authenticate (normally done already by the onRequest hook, before the body was read)
+      ctx.principal = principalOf(req) ?? (await authenticate(this.deps.auth, req.headers.authorization));
       // 2. parse
-      const body = parseJsonBody(req.body as Buffer);
+      const parsed = parseJsonBody(req.body as Buffer);
+      const body = parsed.body;
       validateBody(op, body);
       ctx.body = body;
       ctx.modelName = body['model'] as string;
@@ -76,8 +81,9 @@ export class Pipeline implements DataPlane {
       if (deadline > 0)
         ctx.route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: deadline } : { ...route.timeouts, totalMs: deadline } };
       const fwd = forwardedHeaders(req, route.backendConfig);
+      const upstreamText = parsed.serialize(upstreamBody);
       // 5. forward
-      await forward(ctx, upstreamBody, res, { heartbeatMs: this.deps.heartbeatMs, ...(fwd ? { forwarded: fwd } : {}) });
+      await forward(ctx, upstreamBody, upstreamText, res, { heartbeatMs: this.deps.heartbeatMs, ...(fwd ? { forwarded: fwd } : {}) });
     } catch (err) {
       const ge = err instanceof GatewayError ? err : internalError(this.deps.logger, ctx.id, err);
       ctx.status = ge.status;
@@ -99,9 +105,9 @@ export class Pipeline implements DataPlane {
     await authenticate(this.deps.auth, req.headers.authorization);
     const created = 1_700_000_000;
     const data = this.deps.routes().models().map((m) => ({ id: m.name, object: 'model', created, owned_by: 'sovra' }));
-    const wanted = (req.params as Record<string, string>)['*'];
+    const wanted = (req.params as Record<string, string>)['*']; // already URL-decoded by the router
     if (wanted !== undefined) {
-      const one = data.find((d) => d.id === decodeURIComponent(wanted));
+      const one = data.find((d) => d.id === wanted);
       if (!one) throw new GatewayError(404, 'invalid_request_error', 'model_not_found', `The model '${wanted}' does not exist or you do not have access to it.`, 'model');
       return reply.send(one);
     }
@@ -113,16 +119,34 @@ export class Pipeline implements DataPlane {
     const op = DATA_PLANE_ROUTES.find(([u]) => u === path)?.[1];
     if (!op) return;
     const ctx = newContext(String(req.id), op);
+    const p = principalOf(req);
+    if (p) ctx.principal = p;
     ctx.status = err.status;
-    ctx.outcome = 'rejected';
+    ctx.outcome = err.status === 499 ? 'client_disconnected' : 'rejected';
     ctx.errorCode = err.code;
     this.finish(ctx);
+  }
+
+  /**
+   * onRequest hook for data-plane POSTs: check the key before the body is read, so that a client
+   * without a valid key cannot make the gateway buffer (up to the body limit) on its behalf.
+   * @throws GatewayError 401 (the response closes the connection)
+   */
+  async preAuthenticate(req: FastifyRequest): Promise<void> {
+    if (this.deps.notReady()) return; // answered with 503 by the handler
+    try {
+      (req as AuthedRequest)[PRINCIPAL] = await authenticate(this.deps.auth, req.headers.authorization);
+    } catch (err) {
+      if (err instanceof GatewayError) throw new GatewayError(err.status, err.type, err.code, err.message, err.param, { ...err.headers, connection: 'close' });
+      throw err;
+    }
   }
 
   private deadline(req: FastifyRequest): number {
     const h = req.headers[TIMEOUT_HEADER];
     if (h === undefined) return 0;
-    const v = Number(Array.isArray(h) ? h[0] : h);
+    const text = Array.isArray(h) ? h[0]! : h;
+    const v = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
     if (!Number.isInteger(v) || v <= 0)
       throw new GatewayError(400, 'invalid_request_error', 'invalid_header', `The ${TIMEOUT_HEADER} header must be a positive integer (milliseconds).`, TIMEOUT_HEADER);
     return Math.min(v, this.deps.maxRequestTimeoutMs);

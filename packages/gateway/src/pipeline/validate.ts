@@ -8,23 +8,106 @@ import { isUtf8 } from 'node:buffer';
 import type { Operation } from '../providers/types.ts';
 import { invalidRequest } from '../http/errors.ts';
 
+/** A parsed body, and how to serialise a (rewritten) copy of it without losing what JSON.parse would. */
+export interface ParsedBody {
+  body: Record<string, unknown>;
+  /** JSON.stringify, then put back integer literals beyond 2^53 exactly as the client wrote them. */
+  serialize(value: unknown): string;
+}
+
 /**
  * Decode a raw request body: must be valid UTF-8 and valid JSON with an object at the top.
+ *
+ * Integer literals beyond ±(2^53−1) (e.g. an int64 `seed`) would be rounded by JSON.parse; they are
+ * parsed as opaque placeholders instead and restored digit for digit by `serialize`, so that fields
+ * reach the engine untouched.
  * @throws GatewayError 400 (`invalid_utf8`, `invalid_json`)
  */
-export function parseJsonBody(raw: Buffer): Record<string, unknown> {
+export function parseJsonBody(raw: Buffer): ParsedBody {
   if (raw.length === 0) throw invalidRequest('The request body is empty; expected a JSON object.', null, 'invalid_json');
   if (!isUtf8(raw)) throw invalidRequest('The request body is not valid UTF-8.', null, 'invalid_utf8');
+  let text = raw.toString('utf8');
+  const big = LONG_DIGITS.test(text) ? protectBigIntegers(text) : null;
+  if (big) text = big.text;
   let v: unknown;
   try {
-    v = JSON.parse(raw.toString('utf8'));
+    v = JSON.parse(text);
   } catch (e) {
     throw invalidRequest(`We could not parse the JSON body of your request: ${(e as Error).message}`, null, 'invalid_json');
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v))
     throw invalidRequest('The request body must be a JSON object.', null, 'invalid_json');
-  return v as Record<string, unknown>;
+  return {
+    body: v as Record<string, unknown>,
+    serialize(value: unknown): string {
+      let out: string;
+      try {
+        out = JSON.stringify(value);
+      } catch (e) {
+        if (e instanceof RangeError) throw invalidRequest('The JSON body is nested too deeply.', null, 'invalid_json');
+        throw e;
+      }
+      return big ? big.restore(out) : out;
+    },
+  };
 }
+
+const LONG_DIGITS = /\d{16}/;
+
+/**
+ * Replace integer literals outside strings whose magnitude exceeds Number.MAX_SAFE_INTEGER with
+ * placeholder strings (`"\u0000bigint:<nonce>:<n>"`), and return how to put them back.
+ */
+function protectBigIntegers(text: string): { text: string; restore(s: string): string } | null {
+  const nonce = Math.random().toString(36).slice(2, 10);
+  const found: string[] = [];
+  let out = '';
+  let last = 0;
+  let i = 0;
+  const n = text.length;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // skip a string literal
+      i++;
+      while (i < n) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i += 2;
+        else if (d === 0x22) break;
+        else i++;
+      }
+      i++;
+      continue;
+    }
+    if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      const start = i;
+      if (c === 0x2d) i++;
+      while (i < n && text.charCodeAt(i) >= 0x30 && text.charCodeAt(i) <= 0x39) i++;
+      const intEnd = i;
+      const next = text.charCodeAt(i);
+      if (next === 0x2e || next === 0x65 || next === 0x45) {
+        // a fraction or exponent: a float, left to JSON.parse
+        while (i < n && /[0-9eE+\-.]/.test(text[i]!)) i++;
+        continue;
+      }
+      const lit = text.slice(start, intEnd);
+      if (lit.replace('-', '').length >= 16 && !Number.isSafeInteger(Number(lit))) {
+        out += text.slice(last, start) + JSON.stringify(`\u0000bigint:${nonce}:${found.length}`);
+        found.push(lit);
+        last = intEnd;
+      }
+      continue;
+    }
+    i++;
+  }
+  if (found.length === 0) return null;
+  out += text.slice(last);
+  const pattern = new RegExp(`"\\\\u0000bigint:${nonce}:(\\d+)"`, 'g');
+  return { text: out, restore: (s) => s.replace(pattern, (_m, k: string) => found[Number(k)]!) };
+}
+
+/** Longest model alias accepted, characters (aliases are configuration names; this bounds records and logs). */
+export const MAX_MODEL_NAME = 256;
 
 const typeName = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
 
@@ -59,6 +142,8 @@ export function validateBody(op: Operation, body: Record<string, unknown>): void
   const model = body['model'];
   if (model === undefined) throw invalidRequest("Missing required parameter: 'model'.", 'model', 'missing_required_parameter');
   expect(typeof model === 'string' && model.length > 0, 'model', 'a non-empty string', model);
+  if ((model as string).length > MAX_MODEL_NAME)
+    throw invalidRequest(`Invalid 'model': longer than ${MAX_MODEL_NAME} characters.`, 'model', 'invalid_value');
   optionalBool(body, 'stream');
   const so = body['stream_options'];
   if (so !== undefined && so !== null) {

@@ -29,6 +29,11 @@ export interface ProviderCall {
   readonly operation: Operation;
   /** The request body to send, already rewritten for this backend. Providers must not mutate it. */
   readonly body: Record<string, unknown>;
+  /**
+   * The body already serialised by the pipeline (exact bytes to send; preserves integers beyond
+   * 2^53 that the client sent). HTTP providers send this when present.
+   */
+  readonly bodyText?: string;
   /** True when the response must be a stream (body.stream === true). */
   readonly stream: boolean;
   /** Gateway request id, forwarded upstream as `x-request-id`. */

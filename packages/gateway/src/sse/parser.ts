@@ -41,7 +41,34 @@ const BOM = 0xfeff;
 /** Matches a non-empty string of ASCII digits (the only valid `retry` value). */
 const DIGITS = /^[0-9]+$/;
 
+/** Thrown by {@link SseParser.push} when one event (or one line) grows beyond the configured limit. */
+export class SseLimitError extends Error {
+  override readonly name = 'SseLimitError';
+  constructor(readonly limit: number) {
+    super(`an SSE event exceeded ${limit} characters`);
+  }
+}
+
+/** Options of {@link SseParser}. */
+export interface SseParserOptions {
+  /**
+   * Largest event (its pending line plus its joined data), in UTF-16 characters (≈ bytes for the
+   * JSON that OpenAI-style streams carry). Default 16 Mi. Exceeding it throws {@link SseLimitError},
+   * so a hostile upstream cannot make the gateway buffer without bound.
+   */
+  maxEventChars?: number;
+}
+
+/** Default {@link SseParserOptions.maxEventChars}: 16 Mi characters. */
+export const DEFAULT_MAX_EVENT_CHARS = 16 * 1024 * 1024;
+
 export class SseParser {
+  private readonly maxEventChars: number;
+
+  constructor(opts: SseParserOptions = {}) {
+    this.maxEventChars = opts.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS;
+  }
+
   /** Streaming UTF-8 decoder; the BOM is handled by hand so the behaviour does not depend on the runtime. */
   private decoder = new TextDecoder('utf-8', { ignoreBOM: true });
   /** True until the first decoded character of the stream has been seen (BOM check pending). */
@@ -80,11 +107,13 @@ export class SseParser {
 
   /**
    * Feeds the next raw bytes of the stream.
+   * @throws SseLimitError when the event being built exceeds the configured limit
    * @returns the items (events and comments, in stream order) completed by this chunk; often empty.
    */
   push(chunk: Uint8Array): SseItem[] {
     const out: SseItem[] = [];
     this.feed(this.decoder.decode(chunk, { stream: true }), out);
+    if (this.pending.length + this.data.length > this.maxEventChars) throw new SseLimitError(this.maxEventChars);
     return out;
   }
 

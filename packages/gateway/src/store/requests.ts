@@ -151,9 +151,19 @@ export class RequestRecorder {
     } catch {
       try {
         await this.#write(batch);
-      } catch (err) {
-        const e = err instanceof Error ? err : new Error(String(err));
-        this.#report(new Error(`${batch.length} request record(s) dropped after retry: ${e.message}`, { cause: e }));
+      } catch {
+        // One bad row must not take its batch with it: write the rows one by one.
+        let dropped = 0;
+        let last: Error | undefined;
+        for (const row of batch) {
+          try {
+            await this.#write([row]);
+          } catch (err) {
+            dropped++;
+            last = err instanceof Error ? err : new Error(String(err));
+          }
+        }
+        if (dropped > 0) this.#report(new Error(`${dropped} request record(s) dropped: ${last?.message}`, { cause: last }));
       }
     }
   }

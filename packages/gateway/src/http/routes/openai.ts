@@ -14,6 +14,8 @@ export interface DataPlane {
   models(req: FastifyRequest, reply: FastifyReply): Promise<void>;
   /** Called for requests rejected before a handler ran (body too large, …) so they are recorded. */
   onRejected?(req: FastifyRequest, err: GatewayError): void;
+  /** Runs on data-plane POSTs before the body is read (authentication). */
+  preAuthenticate?(req: FastifyRequest): Promise<void>;
 }
 
 /** URL → operation. */
@@ -26,8 +28,9 @@ export const DATA_PLANE_ROUTES: ReadonlyArray<readonly [string, Operation]> = [
 
 /** Register `/v1/*` routes on the server. */
 export function registerOpenAiRoutes(app: FastifyInstance, dp: DataPlane): void {
+  const onRequest = dp.preAuthenticate ? [(req: FastifyRequest) => dp.preAuthenticate!(req)] : [];
   for (const [url, op] of DATA_PLANE_ROUTES) {
-    app.post(url, (req, reply) => dp.handle(op, req, reply));
+    app.post(url, { onRequest }, (req, reply) => dp.handle(op, req, reply));
   }
   app.get('/v1/models', (req, reply) => dp.models(req, reply));
   app.get('/v1/models/*', (req, reply) => dp.models(req, reply));

@@ -13,7 +13,7 @@
  * gateway key and hop-by-hop headers therefore never reach the upstream.
  */
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
-import { SseParser } from '../../sse/parser.ts';
+import { DEFAULT_MAX_EVENT_CHARS, SseLimitError, SseParser } from '../../sse/parser.ts';
 import type { SseItem } from '../../sse/types.ts';
 import {
   UpstreamError,
@@ -39,6 +39,10 @@ export interface OpenAiCompatibleOptions {
   maxConnections?: number;
   /** Connect timeout, ms. */
   connectTimeoutMs?: number;
+  /** Largest non-streaming upstream body, bytes (default 64 MiB); larger → UpstreamError('protocol'). */
+  maxResponseBytes?: number;
+  /** Largest single SSE event, bytes (default 16 MiB); larger → the stream ends with an error. */
+  maxEventBytes?: number;
 }
 
 /** Per-call extra: client headers to pass through (only those named in `forward_headers`). */
@@ -64,8 +68,16 @@ export class OpenAiCompatibleProvider implements Provider {
   private readonly basePath: string;
   private readonly staticHeaders: Record<string, string>;
 
+  /** The credential as bytes (for scrubbing echoes); undefined when none or too short to matter. */
+  private readonly secret: Buffer | undefined;
+  private readonly maxResponseBytes: number;
+  private readonly maxEventChars: number;
+
   constructor(private readonly opts: OpenAiCompatibleOptions) {
     this.id = opts.id;
+    this.secret = opts.apiKey && opts.apiKey.length >= 6 ? Buffer.from(opts.apiKey, 'utf8') : undefined;
+    this.maxResponseBytes = opts.maxResponseBytes ?? 64 * 1024 * 1024;
+    this.maxEventChars = opts.maxEventBytes ?? DEFAULT_MAX_EVENT_CHARS;
     const url = new URL(opts.baseUrl);
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.pool = new Pool(url.origin, {
@@ -92,7 +104,7 @@ export class OpenAiCompatibleProvider implements Provider {
   }
 
   async call(c: ProviderCall & ForwardedHeaders): Promise<ProviderResult> {
-    const payload = JSON.stringify(c.body);
+    const payload = c.bodyText ?? JSON.stringify(c.body);
     const headers: Record<string, string> = {
       ...(c.forwarded ?? {}),
       ...this.staticHeaders,
@@ -101,81 +113,97 @@ export class OpenAiCompatibleProvider implements Provider {
       'x-request-id': c.requestId,
     };
     const t = c.timeouts;
-    // One controller for this exchange: client abort, total timeout and stream cap all end it.
+    // One controller for this exchange: client abort and every timer end it; `abortKind` says why.
     const ac = new AbortController();
     let abortKind: UpstreamErrorKind | null = null;
-    const onClientAbort = () => {
-      abortKind ??= 'aborted';
+    const abortFor = (kind: UpstreamErrorKind) => {
+      abortKind ??= kind;
       ac.abort();
     };
+    const onClientAbort = () => abortFor('aborted');
     if (c.signal.aborted) throw new UpstreamError('aborted', 'client went away before the upstream call');
     c.signal.addEventListener('abort', onClientAbort, { once: true });
     const total = c.stream ? t.streamTotalMs : t.totalMs;
-    let timer: NodeJS.Timeout | undefined;
-    if (total > 0) {
-      timer = setTimeout(() => {
-        abortKind ??= 'total_timeout';
-        ac.abort();
-      }, total);
-    }
+    const totalTimer = total > 0 ? setTimeout(() => abortFor('total_timeout'), total) : undefined;
+    // First byte: from now (including any wait for a pooled connection) until response headers.
+    const firstByteTimer = t.firstByteMs > 0 ? setTimeout(() => abortFor('first_byte_timeout'), t.firstByteMs) : undefined;
     const cleanup = () => {
-      if (timer) clearTimeout(timer);
+      if (totalTimer) clearTimeout(totalTimer);
+      if (firstByteTimer) clearTimeout(firstByteTimer);
       c.signal.removeEventListener('abort', onClientAbort);
     };
 
     let res: Dispatcher.ResponseData;
+    // undici only notices an abort of a request queued for a busy pool once it is dispatched, so
+    // race the abort ourselves (the queued request is then dropped at dispatch, signal already set).
+    let onAbortRace: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbortRace = () => reject(new Error('aborted'));
+      ac.signal.addEventListener('abort', onAbortRace, { once: true });
+    });
+    aborted.catch(() => undefined);
     try {
-      res = await this.pool.request({
+      const pending = this.pool.request({
         method: 'POST',
         path: this.basePath + PATHS[c.operation],
         headers,
         body: payload,
         signal: ac.signal,
         headersTimeout: t.firstByteMs,
-        // Streams get our own precise idle timer below (undici's timers are coarse, ~1 s).
-        bodyTimeout: c.stream ? 0 : t.totalMs > 0 ? t.totalMs : 0,
+        // Body gaps are timed by our own idle timer (undici's timers are coarse, ~1 s).
+        bodyTimeout: 0,
       });
+      pending.catch(() => undefined);
+      res = await Promise.race([pending, aborted]);
     } catch (err) {
       cleanup();
       throw mapError(err, abortKind, t);
+    } finally {
+      if (firstByteTimer) clearTimeout(firstByteTimer);
+      ac.signal.removeEventListener('abort', onAbortRace!);
     }
 
     const outHeaders = passBackHeaders(res.headers);
     const ctype = headerValue(res.headers['content-type']) ?? '';
     outHeaders['content-type'] = ctype || 'application/json';
     const isStream = c.stream && res.statusCode >= 200 && res.statusCode < 300 && ctype.startsWith('text/event-stream');
+    const body = res.body;
+
+    // Idle timer: armed only while we wait for upstream bytes (not while the client is slow to read),
+    // for streams and for any body read on behalf of a streaming request.
+    const idleMs = c.stream ? t.idleMs : 0;
+    let waiting = false;
+    const idle =
+      idleMs > 0
+        ? setTimeout(() => {
+            if (waiting) abortFor('idle_timeout');
+          }, idleMs)
+        : undefined;
+    const reader = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const nextChunk = async (): Promise<IteratorResult<Buffer>> => {
+      waiting = true;
+      idle?.refresh(); // (re)starts the countdown, also after it fired while we were not waiting
+      try {
+        return await reader.next();
+      } finally {
+        waiting = false;
+      }
+    };
 
     if (!isStream) {
       try {
         const chunks: Buffer[] = [];
-        for await (const chunk of res.body) chunks.push(chunk as Buffer);
-        return { kind: 'json', status: res.statusCode, headers: outHeaders, body: Buffer.concat(chunks) };
-      } catch (err) {
-        throw mapError(err, abortKind, t);
-      } finally {
-        cleanup();
-      }
-    }
-
-    const body = res.body;
-    // Idle timer: the longest gap between two body chunks (any bytes, comments included, count).
-    const idle =
-      t.idleMs > 0
-        ? setTimeout(() => {
-            abortKind ??= 'idle_timeout';
-            body.destroy(new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`));
-          }, t.idleMs)
-        : undefined;
-    async function* items(): AsyncGenerator<SseItem> {
-      const parser = new SseParser();
-      try {
-        for await (const chunk of body) {
-          idle?.refresh();
-          const out = parser.push(chunk as Buffer);
-          for (let i = 0; i < out.length; i++) yield out[i]!;
+        let size = 0;
+        for (;;) {
+          const r = await nextChunk();
+          if (r.done) break;
+          size += r.value.length;
+          if (size > this.maxResponseBytes) {
+            throw new UpstreamError('protocol', `upstream response body exceeded ${this.maxResponseBytes} bytes`);
+          }
+          chunks.push(r.value);
         }
-        const rest = parser.end();
-        for (let i = 0; i < rest.length; i++) yield rest[i]!;
+        return { kind: 'json', status: res.statusCode, headers: outHeaders, body: this.scrubBuffer(Buffer.concat(chunks, size)) };
       } catch (err) {
         throw mapError(err, abortKind, t);
       } finally {
@@ -184,7 +212,44 @@ export class OpenAiCompatibleProvider implements Provider {
         if (!body.destroyed) body.destroy();
       }
     }
+
+    const maxEventChars = this.maxEventChars;
+    const scrub = (ev: SseItem): SseItem => this.scrubItem(ev);
+    async function* items(): AsyncGenerator<SseItem> {
+      const parser = new SseParser({ maxEventChars });
+      try {
+        for (;;) {
+          const r = await nextChunk();
+          if (r.done) break;
+          const out = parser.push(r.value);
+          for (let i = 0; i < out.length; i++) yield scrub(out[i]!);
+        }
+        const rest = parser.end();
+        for (let i = 0; i < rest.length; i++) yield scrub(rest[i]!);
+      } catch (err) {
+        if (err instanceof SseLimitError) throw new UpstreamError('protocol', `upstream sent an event larger than ${err.limit} characters`);
+        throw mapError(err, abortKind, t);
+      } finally {
+        if (idle) clearTimeout(idle);
+        cleanup();
+        if (!body.destroyed) body.destroy();
+      }
+    }
     return { kind: 'stream', status: res.statusCode, headers: outHeaders, items: items() };
+  }
+
+  /** Replace the backend's own credential wherever an upstream body echoes it. */
+  private scrubBuffer(b: Buffer): Buffer {
+    const secret = this.secret;
+    if (!secret || b.indexOf(secret) === -1) return b;
+    return Buffer.from(b.toString('latin1').split(secret.toString('latin1')).join('[redacted]'), 'latin1');
+  }
+
+  private scrubItem(ev: SseItem): SseItem {
+    const key = this.opts.apiKey;
+    if (!this.secret || !key) return ev;
+    if (ev.type === 'comment') return ev.text.includes(key) ? { type: 'comment', text: ev.text.split(key).join('[redacted]') } : ev;
+    return ev.data.includes(key) ? { ...ev, data: ev.data.split(key).join('[redacted]') } : ev;
   }
 
   async close(): Promise<void> {
@@ -212,6 +277,9 @@ function mapError(err: unknown, abortKind: UpstreamErrorKind | null, t: Provider
   if (err instanceof UpstreamError) return err;
   if (abortKind === 'aborted') return new UpstreamError('aborted', 'client disconnected', { cause: err });
   if (abortKind === 'total_timeout') return new UpstreamError('total_timeout', 'upstream did not finish in time', { cause: err });
+  if (abortKind === 'first_byte_timeout')
+    return new UpstreamError('first_byte_timeout', `upstream sent no response headers within ${t.firstByteMs} ms`, { cause: err });
+  if (abortKind === 'idle_timeout') return new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`, { cause: err });
   if (err instanceof undiciErrors.ConnectTimeoutError)
     return new UpstreamError('connect_timeout', `could not connect to upstream within ${t.connectMs} ms`, { cause: err });
   if (err instanceof undiciErrors.HeadersTimeoutError)
