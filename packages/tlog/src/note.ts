@@ -273,9 +273,12 @@ export function parseSignerKey(skey: string): { name: string; keyId: number; see
   const prefix = 'PRIVATE+KEY+';
   if (typeof skey !== 'string' || !skey.startsWith(prefix)) throw new TlogError('MALFORMED_VKEY', 'signer key must start with PRIVATE+KEY+');
   const rest = skey.slice(prefix.length);
-  const parts = rest.split('+');
-  if (parts.length !== 3) throw new TlogError('MALFORMED_VKEY', 'signer key must be PRIVATE+KEY+<name>+<id>+<base64>');
-  const [name, idHex, b64] = parts as [string, string, string];
+  const i = rest.indexOf('+');
+  const j = i < 0 ? -1 : rest.indexOf('+', i + 1);
+  if (i < 0 || j < 0) throw new TlogError('MALFORMED_VKEY', 'signer key must be PRIVATE+KEY+<name>+<id>+<base64>');
+  const name = rest.slice(0, i);
+  const idHex = rest.slice(i + 1, j);
+  const b64 = rest.slice(j + 1); // base64 may itself contain '+'
   assertKeyName(name, 'MALFORMED_VKEY');
   if (!/^[0-9a-f]{8}$/.test(idHex)) throw new TlogError('MALFORMED_VKEY', 'signer key ID must be 8 lowercase hex digits');
   let key: Uint8Array;

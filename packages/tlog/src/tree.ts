@@ -108,13 +108,15 @@ export function completeSubtreeHash(
     throw new TlogError('INVALID_ARGUMENT', 'count must be a power of two');
   }
   if ((offset + count) * HASH_SIZE > hashes.length) throw new TlogError('INVALID_ARGUMENT', 'range beyond data');
-  let row: Uint8Array[] = [];
-  for (let i = 0; i < count; i++) row.push(hashes.subarray((offset + i) * HASH_SIZE, (offset + i + 1) * HASH_SIZE));
-  if (count === 1) return row[0]!.slice();
-  while (row.length > 1) {
-    const next: Uint8Array[] = [];
-    for (let i = 0; i < row.length; i += 2) next.push(hasher.hashChildren(row[i]!, row[i + 1]!));
-    row = next;
+  const base = offset * HASH_SIZE;
+  if (count === 1) return hashes.slice(base, base + HASH_SIZE);
+  // First level straight from the buffer, then pairwise in place.
+  const row: Uint8Array[] = new Array(count >> 1);
+  for (let i = 0, p = base; i < row.length; i++, p += 2 * HASH_SIZE) {
+    row[i] = hasher.hashChildren(hashes.subarray(p, p + HASH_SIZE), hashes.subarray(p + HASH_SIZE, p + 2 * HASH_SIZE));
+  }
+  for (let n = row.length; n > 1; n >>= 1) {
+    for (let i = 0; i < n >> 1; i++) row[i] = hasher.hashChildren(row[2 * i]!, row[2 * i + 1]!);
   }
   return row[0]!;
 }
@@ -548,7 +550,7 @@ export class TreeBuilder {
   appendLeafHash(leafHash: Uint8Array): void {
     assertHash(leafHash, 'leaf hash');
     if (this.#size >= (1n << 63n) - 1n) throw new TlogError('INVALID_ARGUMENT', 'tree is full');
-    let h = leafHash;
+    let h: Uint8Array = leafHash.slice();
     let s = this.#size;
     let level = 0;
     this.#onNode?.({ level: 0, index: s }, h);
