@@ -165,7 +165,7 @@ function int(body: Record<string, unknown>, key: string, min: number): number | 
 /**
  * Reads sampling parameters with OpenAI semantics and defaults (temperature 1, top_p 1, no top-k,
  * no min-p). `max_completion_tokens` wins over `max_tokens` when both are set.
- * Rejects what this engine cannot honour: n ≠ 1, logprobs, tools, structured output, echo, suffix, best_of > 1.
+ * Rejects what this engine cannot honour: n ≠ 1, logprobs, tools, echo, suffix, best_of > 1.
  */
 export function parseParams(body: Record<string, unknown>, chat: boolean): GenerationParams {
   const n = body['n'];
@@ -181,10 +181,7 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Gener
     if (Array.isArray(tools) && tools.length > 0) throw new BadRequest('tools: function calling is not supported by the embedded engine', 'tools');
     const functions = body['functions'];
     if (Array.isArray(functions) && functions.length > 0) throw new BadRequest('functions: function calling is not supported by the embedded engine', 'functions');
-    const rf = body['response_format'] as Record<string, unknown> | null | undefined;
-    if (rf && typeof rf === 'object' && rf['type'] !== undefined && rf['type'] !== 'text') {
-      throw new BadRequest(`response_format: type "${String(rf['type'])}" is not supported by the embedded engine`, 'response_format');
-    }
+    // response_format is handled by structured.ts (grammars).
   } else {
     if (body['echo'] === true) throw new BadRequest('echo: not supported by the embedded engine', 'echo');
     const suffix = body['suffix'];

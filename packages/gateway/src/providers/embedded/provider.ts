@@ -32,6 +32,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import {
   getLlama,
+  LlamaGrammarEvaluationState,
   LlamaLogLevel,
   resolveChatWrapper,
   SpecialTokensText,
@@ -39,6 +40,7 @@ import {
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
+  type LlamaGrammar,
   type LlamaModel,
   type Token,
 } from 'node-llama-cpp';
@@ -63,6 +65,7 @@ import {
   type GenerationParams,
 } from './prompt.ts';
 import { StopMatcher, StreamingDetokenizer } from './text.ts';
+import { GrammarCache, checkStructuredOutput, parseResponseFormat, type StructuredFormat } from './structured.ts';
 
 /** Logging hook (same shape as the registry's ProviderLog). */
 export type EmbeddedLog = (level: 'info' | 'warn' | 'error', msg: string) => void;
@@ -118,6 +121,7 @@ interface Engine {
   chatWrapper: ChatWrapper | null;
   contextSize: number;
   vocabSize: number | undefined;
+  grammars: GrammarCache;
 }
 
 type FinishReason = 'stop' | 'length';
@@ -212,6 +216,8 @@ class Generation {
     /** Most tokens to sample (request cap and room in the context). */
     private readonly limit: number,
     private readonly scope: CallScope,
+    /** Grammar constraining the output (structured output), if any. */
+    private readonly grammar?: LlamaGrammar,
   ) {
     let reject: (e: unknown) => void = noop;
     this.abortedP = new Promise<never>((_, r) => (reject = r));
@@ -266,6 +272,7 @@ class Generation {
         minP: p.minP,
         seed: p.seed === undefined ? randomInt(0, 2 ** 32 - 1) : ((p.seed % 2 ** 32) + 2 ** 32) % 2 ** 32,
         yieldEogToken: true,
+        ...(this.grammar ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model: this.model, grammar: this.grammar }) } : {}),
       });
       this.inner = inner;
       const detok = new StreamingDetokenizer(this.model, this.prompt.tokens);
@@ -481,6 +488,7 @@ export class EmbeddedProvider implements Provider {
           chatWrapper,
           contextSize: seqs[0]?.contextSize ?? contextSize,
           vocabSize: Array.isArray(tokens) ? tokens.length : undefined,
+          grammars: new GrammarCache(llama),
         };
         this.phase = 'ready';
         const i = this.info()!;
@@ -599,9 +607,14 @@ export class EmbeddedProvider implements Provider {
     const chat = c.operation === 'chat.completions';
     let params: GenerationParams;
     let prompt: PreparedPrompt;
+    let format: StructuredFormat;
+    let grammar: LlamaGrammar | undefined;
     try {
       params = parseParams(c.body, chat);
+      format = parseResponseFormat(c.body['response_format']);
       prompt = this.preparePrompt(c.operation, c.body);
+      // (no await for plain text, so a call reaches the context queue synchronously)
+      grammar = format.kind === 'text' ? undefined : await e.grammars.get(format);
     } catch (err) {
       if (err instanceof BadRequest) return errorResult(400, err.message, 'invalid_request_error', err.param, err.code);
       throw new UpstreamError('engine', `embedded engine failed to prepare the prompt: ${errMsg(err)}`, { cause: err });
@@ -635,7 +648,7 @@ export class EmbeddedProvider implements Provider {
       throw asUpstream(err);
     }
     cancelQueueTimer();
-    const gen = new Generation(e.model, lease, prompt, params, limit, scope);
+    const gen = new Generation(e.model, lease, prompt, params, limit, scope, grammar);
 
     const meta = {
       id: (chat ? 'chatcmpl-' : 'cmpl-') + randomBytes(12).toString('hex'),
@@ -661,6 +674,10 @@ export class EmbeddedProvider implements Provider {
         void gen.release();
       }
       const usage = usageOf(meta.promptTokens, outcome.completionTokens);
+      const violation = outcome.finishReason === 'stop' ? checkStructuredOutput(format, text) : null;
+      if (violation) {
+        return errorResult(502, `The model's output does not satisfy the requested response_format (${violation}).`, 'api_error', 'response_format', 'schema_validation_failed');
+      }
       const body = chat
         ? {
             id: meta.id,
@@ -687,7 +704,7 @@ export class EmbeddedProvider implements Provider {
       kind: 'stream',
       status: 200,
       headers: { ...SSE_HEADERS },
-      items: releasing(streamItems(gen, meta, chat, includeUsage), () => void gen.release()),
+      items: releasing(streamItems(gen, meta, chat, includeUsage, format), () => void gen.release()),
     };
   }
 
@@ -752,6 +769,7 @@ async function* streamItems(
   meta: { id: string; created: number; model: string; promptTokens: number },
   chat: boolean,
   includeUsage: boolean,
+  format: StructuredFormat,
 ): AsyncGenerator<SseItem, void, undefined> {
   const head = { id: meta.id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: meta.created, model: meta.model };
   const tail = includeUsage ? { usage: null } : {};
@@ -769,13 +787,29 @@ async function* streamItems(
   try {
     if (chat) yield event(chunk({ role: 'assistant', content: '' }, null));
     let outcome: Outcome;
+    let text = '';
     for (;;) {
       const r = await it.next();
       if (r.done) {
         outcome = r.value;
         break;
       }
+      if (format.kind !== 'text') text += r.value;
       yield event(chunk(chat ? { content: r.value } : r.value, null));
+    }
+    const violation = outcome.finishReason === 'stop' ? checkStructuredOutput(format, text) : null;
+    if (violation) {
+      yield event(
+        JSON.stringify({
+          error: {
+            message: `The model's output does not satisfy the requested response_format (${violation}).`,
+            type: 'api_error',
+            param: 'response_format',
+            code: 'schema_validation_failed',
+          },
+        }),
+      );
+      return;
     }
     yield event(chunk(chat ? {} : '', outcome.finishReason));
     if (includeUsage) {
