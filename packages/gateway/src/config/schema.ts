@@ -107,6 +107,8 @@ const embeddedBackend = z
     context_size: z.number().int().min(64).max(1_048_576).default(2048),
     /** Concurrent generations; further requests queue FIFO. */
     contexts: z.number().int().min(1).max(64).default(1),
+    /** Most requests waiting for a free context; beyond it, 503 `engine_overloaded` with retry-after. */
+    max_queue: z.number().int().min(0).max(100_000).default(256),
   })
   .strict();
 

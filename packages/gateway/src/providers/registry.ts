@@ -49,6 +49,7 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
             threads: b.threads,
             contextSize: b.context_size,
             contexts: b.contexts,
+            maxQueue: b.max_queue,
             log,
           }),
         );

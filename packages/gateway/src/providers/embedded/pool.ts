@@ -18,6 +18,14 @@ interface Waiter<T> {
   cleanup(): void;
 }
 
+/** Thrown by {@link SlotPool.acquire} when the wait queue is at its bound. */
+export class QueueFullError extends Error {
+  override readonly name = 'QueueFullError';
+  constructor(readonly limit: number) {
+    super(`${limit} requests are already waiting for the engine`);
+  }
+}
+
 export class SlotPool<T> {
   private readonly free: T[];
   private readonly waiters: Waiter<T>[] = [];
@@ -25,7 +33,14 @@ export class SlotPool<T> {
   private leased = 0;
   private closedWith: Error | undefined;
 
-  constructor(items: readonly T[]) {
+  /**
+   * @param items the slots
+   * @param maxQueue most callers allowed to wait (further ones get {@link QueueFullError}); default unbounded
+   */
+  constructor(
+    items: readonly T[],
+    private readonly maxQueue = Number.POSITIVE_INFINITY,
+  ) {
     this.free = [...items];
   }
 
@@ -43,6 +58,7 @@ export class SlotPool<T> {
    * Waits for a free slot.
    * @param signal aborting it removes this call from the queue
    * @param onAbort builds the rejection for an aborted wait (receives `signal.reason`)
+   * @throws QueueFullError (as a rejection) when `maxQueue` callers are already waiting
    */
   acquire(signal: AbortSignal, onAbort: (reason: unknown) => Error): Promise<Lease<T>> {
     if (this.closedWith) return Promise.reject(this.closedWith);
@@ -52,6 +68,7 @@ export class SlotPool<T> {
       const item = this.free.shift();
       if (item !== undefined) return Promise.resolve(this.lease(item));
     }
+    if (this.waiters.length >= this.maxQueue) return Promise.reject(new QueueFullError(this.maxQueue));
     return new Promise<Lease<T>>((resolve, reject) => {
       const listener = (): void => {
         const i = this.waiters.indexOf(waiter);

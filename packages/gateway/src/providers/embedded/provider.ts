@@ -53,7 +53,7 @@ import {
   type ProviderResult,
   type ProviderState,
 } from '../types.ts';
-import { SlotPool, type Lease } from './pool.ts';
+import { QueueFullError, SlotPool, type Lease } from './pool.ts';
 import {
   BadRequest,
   FALLBACK_STOPS,
@@ -82,6 +82,8 @@ export interface EmbeddedProviderOptions {
   contextSize?: number | undefined;
   /** Concurrent generations (llama sequences), default 1; further calls queue FIFO. */
   contexts?: number | undefined;
+  /** Most calls waiting for a free context (default 256); beyond it calls get 503 `engine_overloaded`. */
+  maxQueue?: number | undefined;
   log?: EmbeddedLog | undefined;
 }
 
@@ -348,6 +350,7 @@ export class EmbeddedProvider implements Provider {
   private readonly threads: number;
   private readonly requestedContextSize: number;
   private readonly contexts: number;
+  private readonly maxQueue: number;
   private readonly log: EmbeddedLog;
   private phase: 'idle' | 'loading' | 'ready' | 'failed' | 'closed' = 'idle';
   private failure = '';
@@ -363,6 +366,7 @@ export class EmbeddedProvider implements Provider {
     this.threads = Math.max(1, Math.floor(opts.threads ?? 1));
     this.requestedContextSize = Math.max(16, Math.floor(opts.contextSize ?? 2048));
     this.contexts = Math.max(1, Math.floor(opts.contexts ?? 1));
+    this.maxQueue = Math.max(0, Math.floor(opts.maxQueue ?? 256));
     this.log = opts.log ?? noop;
   }
 
@@ -484,7 +488,7 @@ export class EmbeddedProvider implements Provider {
           llama,
           model,
           context,
-          pool: new SlotPool(seqs),
+          pool: new SlotPool(seqs, this.maxQueue),
           chatWrapper,
           contextSize: seqs[0]?.contextSize ?? contextSize,
           vocabSize: Array.isArray(tokens) ? tokens.length : undefined,
@@ -645,6 +649,10 @@ export class EmbeddedProvider implements Provider {
       lease = await e.pool.acquire(scope.signal, asUpstream);
     } catch (err) {
       scope.dispose();
+      if (err instanceof QueueFullError) {
+        const r = errorResult(503, `The embedded engine is busy: ${err.message}. Retry shortly.`, 'service_unavailable', null, 'engine_overloaded');
+        return { ...r, headers: { ...r.headers, 'retry-after': '1' } } as ProviderResult;
+      }
       throw asUpstream(err);
     }
     cancelQueueTimer();
