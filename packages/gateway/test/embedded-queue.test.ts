@@ -34,5 +34,7 @@ test('beyond max_queue waiting calls, 503 engine_overloaded with retry-after; th
   const over = results.find((r) => r.kind === 'json' && r.status === 503)!;
   assert.equal(over.headers['retry-after'], '1');
   assert.equal((JSON.parse((over as { body: Buffer }).body.toString()) as { error: { code: string } }).error.code, 'engine_overloaded');
+  // Contexts go back to the pool as soon as llama.cpp finishes its current token.
+  for (let i = 0; i < 100 && p.stats().active > 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(p.stats(), { active: 0, queued: 0 });
 });

@@ -72,17 +72,87 @@ const m0001_init: Migration = {
   },
 };
 
-/** All migrations, by name; names sort in application order. Never edit one that has shipped: add a new one. */
-export const migrations: Readonly<Record<string, Migration>> = Object.freeze({
-  '0001_init': m0001_init,
-});
+/**
+ * Migration `0002_audit`: the transparency log's tables (see `src/audit/`, spec
+ * `shared/spec/transparency-log.md`). Binary columns are `blob` on SQLite and `bytea` on PostgreSQL;
+ * the queue's `seq` is `integer primary key autoincrement` (SQLite) or `bigserial` (PostgreSQL).
+ */
+function m0002_audit(dialect: 'sqlite' | 'postgres'): Migration {
+  const blob = dialect === 'sqlite' ? 'blob' : 'bytea';
+  return {
+    async up(db: Kysely<any>): Promise<void> {
+      if (dialect === 'sqlite') {
+        await sql`create table audit_queue (seq integer primary key autoincrement, entry_id text not null, entry blob not null, created_at bigint not null)`.execute(db);
+      } else {
+        await sql`create table audit_queue (seq bigserial primary key, entry_id text not null, entry bytea not null, created_at bigint not null)`.execute(db);
+      }
+      await db.schema
+        .createTable('audit_index')
+        .addColumn('entry_id', 'text', (c) => c.primaryKey())
+        .addColumn('idx', 'bigint', (c) => c.notNull().unique())
+        .addColumn('leaf_hash', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('audit_index_leaf_hash_idx').on('audit_index').column('leaf_hash').execute();
+      await db.schema
+        .createTable('audit_tiles')
+        .addColumn('level', 'integer', (c) => c.notNull())
+        .addColumn('idx', 'bigint', (c) => c.notNull())
+        .addColumn('width', 'integer', (c) => c.notNull())
+        .addColumn('data', sql.raw(blob), (c) => c.notNull())
+        .addPrimaryKeyConstraint('audit_tiles_pk', ['level', 'idx', 'width'])
+        .execute();
+      await db.schema
+        .createTable('audit_bundles')
+        .addColumn('idx', 'bigint', (c) => c.notNull())
+        .addColumn('width', 'integer', (c) => c.notNull())
+        .addColumn('data', sql.raw(blob), (c) => c.notNull())
+        .addPrimaryKeyConstraint('audit_bundles_pk', ['idx', 'width'])
+        .execute();
+      await db.schema
+        .createTable('audit_checkpoints')
+        .addColumn('size', 'bigint', (c) => c.primaryKey())
+        .addColumn('note', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('audit_meta')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('audit_secrets')
+        .addColumn('entry_id', 'text', (c) => c.primaryKey())
+        .addColumn('salt', sql.raw(blob), (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+    },
+    async down(db: Kysely<any>): Promise<void> {
+      for (const t of ['audit_secrets', 'audit_meta', 'audit_checkpoints', 'audit_bundles', 'audit_tiles', 'audit_index', 'audit_queue']) {
+        await db.schema.dropTable(t).execute();
+      }
+    },
+  };
+}
 
-/** In-code migration provider over {@link migrations}. */
-export const migrationProvider: MigrationProvider = {
-  async getMigrations() {
-    return { ...migrations };
-  },
-};
+/** All migrations, by name; names sort in application order. Never edit one that has shipped: add a new one. */
+export function migrationsFor(dialect: 'sqlite' | 'postgres'): Readonly<Record<string, Migration>> {
+  return Object.freeze({
+    '0001_init': m0001_init,
+    '0002_audit': m0002_audit(dialect),
+  });
+}
+
+/** The SQLite migrations (kept for callers that list migration names; the names are dialect-independent). */
+export const migrations: Readonly<Record<string, Migration>> = migrationsFor('sqlite');
+
+/** In-code migration provider over {@link migrationsFor} for one dialect. */
+export function migrationProvider(dialect: 'sqlite' | 'postgres'): MigrationProvider {
+  return {
+    async getMigrations() {
+      return { ...migrationsFor(dialect) };
+    },
+  };
+}
 
 /** Options of {@link runMigrations}. */
 export interface RunMigrationsOptions {
@@ -127,7 +197,7 @@ export async function runMigrations(db: Kysely<any>, opts: RunMigrationsOptions)
 async function migrateToLatest(db: Kysely<any>, opts: RunMigrationsOptions): Promise<string[]> {
   const migrator = new Migrator({
     db,
-    provider: migrationProvider,
+    provider: migrationProvider(opts.dialect),
     ...(opts.migrationTableSchema ? { migrationTableSchema: opts.migrationTableSchema } : {}),
   });
   const { error, results } = await migrator.migrateToLatest();

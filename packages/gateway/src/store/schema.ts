@@ -28,8 +28,8 @@ export interface ApiKeysTable {
 }
 
 /**
- * One row per data-plane request: the request record. Designed so that the transparency log
- * (next issue) can turn each row into one leaf: it holds who/what/when/outcome, never content or keys.
+ * One row per data-plane request: the request record. Its transparency-log entry (src/audit/record.ts)
+ * is written in the same transaction: it holds who/what/when/outcome, never content or keys.
  */
 export interface RequestsTable {
   /** Gateway request id (also sent to the client and upstream as x-request-id). */
@@ -62,10 +62,80 @@ export interface RequestsTable {
   usage_source: string;
 }
 
+/**
+ * Transparency-log journal (migration `0002_audit`): entries durably queued but not yet integrated
+ * into the tree. `seq` orders integration; rows are deleted by `seq` once integrated.
+ */
+export interface AuditQueueTable {
+  seq: Generated<number>;
+  /** Entry id (request id, or `adm_…` / `era_…`). */
+  entry_id: string;
+  /** The exact entry bytes (UTF-8 canonical JSON, ≤ 65 535 bytes). */
+  entry: Uint8Array;
+  /** ms since epoch. */
+  created_at: number;
+}
+
+/** Where each integrated entry sits in the tree. */
+export interface AuditIndexTable {
+  entry_id: string;
+  /** Leaf index (0-based). Unique. */
+  idx: number;
+  /** Lower-case hex `LH(entry)` (spec §3), indexed for `leaf_hash=` lookups. */
+  leaf_hash: string;
+}
+
+/** Hash tiles (spec §9.2), written once per (level, idx, width), never rewritten. */
+export interface AuditTilesTable {
+  level: number;
+  idx: number;
+  /** 1–256 (256 = full tile). */
+  width: number;
+  data: Uint8Array;
+}
+
+/** Entry bundles (spec §9.4), written once per (idx, width). */
+export interface AuditBundlesTable {
+  idx: number;
+  width: number;
+  data: Uint8Array;
+}
+
+/** Every signed checkpoint, by tree size (the largest is the latest published one). */
+export interface AuditCheckpointsTable {
+  size: number;
+  /** The complete signed note (spec §8). */
+  note: string;
+  created_at: number;
+}
+
+/** Log metadata: `origin`, `vkey`, `integrated_size` (decimal). */
+export interface AuditMetaTable {
+  key: string;
+  value: string;
+}
+
+/**
+ * Per-entry random salts of the request/response commitments (HMAC-SHA-256 keys). Deleting a row
+ * (erasure) makes the entry's commitments impossible to open; the log itself is untouched.
+ */
+export interface AuditSecretsTable {
+  entry_id: string;
+  salt: Uint8Array;
+  created_at: number;
+}
+
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   requests: RequestsTable;
+  audit_queue: AuditQueueTable;
+  audit_index: AuditIndexTable;
+  audit_tiles: AuditTilesTable;
+  audit_bundles: AuditBundlesTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  audit_meta: AuditMetaTable;
+  audit_secrets: AuditSecretsTable;
 }
 
 export type { Generated };
