@@ -2,7 +2,21 @@
  * The configuration written on first start when no file exists: embedded defaults (SQLite, the
  * in-process engine serving the shipped model), every option shown with a comment.
  */
-export const DEFAULT_MODEL_FILE = '../models/sovra-austen-1m.Q8_0.gguf';
+import { fileURLToPath } from 'node:url';
+import { relative, resolve, sep } from 'node:path';
+
+/** Absolute path of the model shipped in this installation (`models/` at the repository root). */
+export const SHIPPED_MODEL = resolve(fileURLToPath(import.meta.url), '../../../../../models/sovra-austen-1m.Q8_0.gguf');
+
+/**
+ * The default YAML for a configuration file in `configDir`: its `model_path` points at the shipped
+ * model relative to that folder (`./models/…` when the file sits at the repository root).
+ */
+export function defaultConfigYaml(configDir: string): string {
+  let rel = relative(configDir, SHIPPED_MODEL).split(sep).join('/');
+  if (!rel.startsWith('.') && !rel.startsWith('/')) rel = `./${rel}`;
+  return DEFAULT_CONFIG_YAML.replace('model_path: ./models/sovra-austen-1m.Q8_0.gguf', `model_path: ${rel}`);
+}
 
 /** Commented default YAML. Relative paths resolve against this file's folder. */
 export const DEFAULT_CONFIG_YAML = `# Sovra configuration. Reference: README.md, "Configuration reference".

@@ -2,7 +2,7 @@
  * Load, create and validate the configuration file.
  *
  * - `SOVRA_CONFIG` names the file (default `./sovra.yaml`); when it does not exist it is created with
- *   commented defaults ({@link DEFAULT_CONFIG_YAML}).
+ *   commented defaults (`defaultConfigYaml`), serving the shipped model.
  * - Environment overrides: `SOVRA_HOST`, `SOVRA_PORT`, `SOVRA_DATABASE_URL`, `SOVRA_LOG_LEVEL`.
  * - Errors are {@link ConfigError}s whose message names the file, the path (e.g. `backends[0].base_url`)
  *   and the problem.
@@ -12,7 +12,7 @@ import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ZodIssue } from 'zod';
 import { configSchema, crossCheck, type Config } from './schema.ts';
-import { DEFAULT_CONFIG_YAML } from './default-config.ts';
+import { defaultConfigYaml } from './default-config.ts';
 
 /** A configuration problem, with every issue listed as `path: message`. */
 export class ConfigError extends Error {
@@ -90,7 +90,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
   let created = false;
   if (!existsSync(path)) {
     mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(path, DEFAULT_CONFIG_YAML, { flag: 'wx' });
+    writeFileSync(path, defaultConfigYaml(dirname(path)), { flag: 'wx' });
     created = true;
   }
   const config = parseConfig(readFileSync(path, 'utf8'), path, env);
