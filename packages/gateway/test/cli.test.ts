@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
 
 const BIN = resolve(fileURLToPath(import.meta.url), '../../bin/sovra.mjs');
 
@@ -80,51 +81,107 @@ test('config errors name the path and the problem', () => {
   }
 });
 
-test('first start writes a commented sovra.yaml, prints a bootstrap key, and serves; a missing model is reported, not fatal', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sovra-cli-'));
-  const child = spawn(process.execPath, [BIN, 'serve'], { cwd: dir, env: { ...process.env, SOVRA_CONFIG: '', SOVRA_PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawn `sovra serve` in `cwd`; resolves once it listens (URL) and its backends settled. */
+async function serveIn(cwd: string, env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, [BIN, 'serve'], { cwd, env: { ...process.env, SOVRA_CONFIG: '', SOVRA_PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const deadline = Date.now() + 60_000;
+  let url: string | undefined;
+  while (Date.now() < deadline) {
+    url ??= /Sovra listening on (http:\/\/[0-9.:]+)/.exec(out)?.[1];
+    if (url && /failed to start|backend ready/.test(out)) break;
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    child,
+    url,
+    out: () => out,
+    err: () => err,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+    },
+  };
+}
+
+test('first start: writes a commented sovra.yaml, prints a bootstrap key once, and streams the shipped model through the openai SDK with usage', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sovra-cli-'));
+  const s = await serveIn(dir);
   try {
-    const deadline = Date.now() + 60_000;
-    let url: string | undefined;
-    let key: string | undefined;
-    while (Date.now() < deadline && !(url && key && /backend embedded failed to start|backend ready/.test(out))) {
-      await new Promise((r) => setTimeout(r, 100));
-      url ??= /Sovra listening on (http:\/\/[0-9.:]+)/.exec(out)?.[1];
-      key ??= /(sk-sovra-[0-9A-Za-z]{32})/.exec(err)?.[1];
-      assert.equal(child.exitCode, null, `sovra exited early:\n${out}\n${err}`);
-    }
-    assert.ok(url && key, `no URL or key:\n${out}\n${err}`);
-    assert.ok(existsSync(join(dir, 'sovra.yaml')));
+    assert.ok(s.url, `not listening:\n${s.out()}\n${s.err()}`);
+    const key = /(sk-sovra-[0-9A-Za-z]{32})/.exec(s.err())?.[1];
+    assert.ok(key, s.err());
     assert.match(readFileSync(join(dir, 'sovra.yaml'), 'utf8'), /^# Sovra configuration/);
     assert.ok(existsSync(join(dir, 'data', 'sovra.db')));
-    assert.ok(!out.includes(key), 'the bootstrap key is not in the JSON log');
-    const health = await fetch(`${url}/healthz`);
-    assert.equal(health.status, 200);
-    // In this temp folder the default model file does not exist: start-up says how to fix it and
-    // requests for the model get a clear 503 while the server keeps serving.
-    if (!existsSync(join(dir, 'models'))) {
-      assert.match(out, /model_path/);
-      const r = await fetch(`${url}/v1/chat/completions`, {
+    assert.ok(!s.out().includes(key), 'the bootstrap key is not in the JSON log');
+    assert.match(s.out(), /backend ready/, s.out());
+    assert.equal((await fetch(`${s.url}/readyz`)).status, 200);
+    const client = new OpenAI({ apiKey: key, baseURL: `${s.url}/v1`, maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: 'sovra-austen',
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 48,
+      messages: [{ role: 'user', content: 'Tell me about Mr. Darcy.' }],
+    });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const c of stream) {
+      text += c.choices[0]?.delta?.content ?? '';
+      if (c.usage) usage = c.usage;
+    }
+    assert.ok(text.trim().length > 0, 'some prose');
+    assert.ok(usage && usage.completion_tokens > 0 && usage.completion_tokens <= 48 && usage.prompt_tokens > 0);
+    // A second start reuses the file and the keys: no new bootstrap key.
+    await s.stop();
+    const again = await serveIn(dir);
+    try {
+      assert.ok(again.url);
+      assert.ok(!/sk-sovra-/.test(again.err()), 'no second bootstrap key');
+    } finally {
+      await again.stop();
+    }
+  } finally {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a missing or corrupt model file is reported clearly at start; the server keeps serving and answers 503 for that model', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sovra-cli-'));
+  writeFileSync(join(dir, 'garbage.gguf'), 'GGUF' + 'x'.repeat(200));
+  writeFileSync(
+    join(dir, 'sovra.yaml'),
+    `server: { host: 127.0.0.1, port: 0 }\nbackends:\n  - { id: missing, provider: embedded, model_path: ./nope.gguf }\n  - { id: corrupt, provider: embedded, model_path: ./garbage.gguf }\nmodels:\n  - { name: m1, backend: missing }\n  - { name: m2, backend: corrupt }\n`,
+  );
+  const s = await serveIn(dir);
+  try {
+    assert.ok(s.url, s.out() + s.err());
+    await new Promise((r) => setTimeout(r, 1500)); // both backends settle
+    assert.match(s.out(), /nope\.gguf does not exist\. Point model_path/);
+    assert.match(s.out(), /could not load the GGUF model|not a GGUF model file/);
+    const key = /(sk-sovra-[0-9A-Za-z]{32})/.exec(s.err())?.[1];
+    for (const model of ['m1', 'm2']) {
+      const r = await fetch(`${s.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'sovra-austen', messages: [{ role: 'user', content: 'hi' }] }),
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
       });
       assert.equal(r.status, 503);
       const body = (await r.json()) as { error: { code: string; message: string } };
       assert.equal(body.error.code, 'backend_not_ready');
-      assert.match(body.error.message, /model_path|does not exist|not found/i);
-      const ready = await fetch(`${url}/readyz`);
-      assert.equal(ready.status, 503);
     }
+    assert.equal((await fetch(`${s.url}/readyz`)).status, 503);
+    assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
+    assert.equal(s.child.exitCode, null, 'still running');
   } finally {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-    }
+    await s.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
