@@ -1,7 +1,11 @@
 /**
  * Start a Sovra gateway for the load benchmark, meant to run as its own process:
  *
- *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0]
+ *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0] [--audit on|off]
+ *
+ * `--audit off` turns the transparency log off (request rows only, written after the response, as
+ * before the log existed); the default `on` is the production path (row + entry committed before the
+ * last byte, integrator signing a checkpoint every second).
  *
  * Configuration: one `openai-compatible` backend `mock` at `<upstream>/v1` (the bench mock engine)
  * and the alias `bench-model` → upstream model `mock-llm`; a fresh SQLite database in a temp folder;
@@ -95,6 +99,7 @@ async function main(): Promise<void> {
       'max-connections': { type: 'string', default: '128' },
       keep: { type: 'boolean', default: false },
       'exit-on-stdin-end': { type: 'boolean', default: false },
+      audit: { type: 'string', default: 'on' },
     },
   });
   if (!values.upstream) throw new Error('--upstream http://127.0.0.1:PORT is required (the mock engine)');
@@ -118,6 +123,7 @@ async function main(): Promise<void> {
     server: { host: values.host, port: Number(values.port) },
     database: { url: `sqlite:${join(dir, 'sovra.db')}` },
     logging: { level: values['log-level'] },
+    audit: { enabled: values.audit !== 'off' },
     backends: [
       {
         id: 'mock',

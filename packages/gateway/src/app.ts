@@ -5,6 +5,11 @@
  * then migrations run, then every backend starts (embedded models load). Data-plane requests get
  * 503 `not_ready` until migrations are done; a backend that is still loading or failed answers 503
  * for its models only, with the reason.
+ *
+ * With `audit.enabled` (the default), the transparency log opens after the migrations (origin and
+ * signing key checked, stored tiles verified against the latest checkpoint — start-up fails if they
+ * disagree), its integrator starts, and `/audit/*` serves the read API. Request records go through
+ * the group-committing {@link Journal}.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.ts';
@@ -15,8 +20,11 @@ import { RouteTable } from './pipeline/route.ts';
 import { buildProviders } from './providers/registry.ts';
 import type { Provider } from './providers/types.ts';
 import { openStore, type Store } from './store/db.ts';
-import { RequestRecorder } from './store/requests.ts';
 import { KeyAuthenticator } from './keys/keys.ts';
+import { isAbsolute, resolve } from 'node:path';
+import { Journal } from './audit/journal.ts';
+import { AuditLog } from './audit/integrator.ts';
+import { createJournalSink } from './audit/sink.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 
 /** Options for {@link createGateway}. */
@@ -34,7 +42,10 @@ export interface Gateway {
   readonly logger: Logger;
   /** Available after {@link Gateway.start} resolved. */
   store(): Store;
-  recorder(): RequestRecorder;
+  /** The journal (request rows and log entries); `flush()` waits for everything written so far. */
+  recorder(): Journal;
+  /** The transparency log, when `audit.enabled` (available after {@link Gateway.start}). */
+  audit(): AuditLog | undefined;
   /** Listen, migrate, start backends. Resolves with the base URL once migrations are done. */
   start(): Promise<string>;
   /** Resolves when every backend finished starting (successfully or not). */
@@ -52,7 +63,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const routes = new RouteTable(config, providers);
 
   let store: Store | undefined;
-  let recorder: RequestRecorder | undefined;
+  let journal: Journal | undefined;
+  let auditLog: AuditLog | undefined;
+  const audited = config.audit.enabled;
   let auth: KeyAuthenticator | undefined;
   let phase: string | null = 'database migrations are running';
   let settled: Promise<void> = Promise.resolve();
@@ -60,7 +73,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const pipeline = new Pipeline({
     auth: { authenticate: (k) => auth!.authenticate(k) },
     routes: () => routes,
-    sink: { record: (row) => recorder!.record(row) },
+    sink: createJournalSink(() => journal, audited, logger),
     logger,
     heartbeatMs: config.server.sse_heartbeat_ms,
     maxRequestTimeoutMs: config.server.max_request_timeout_ms,
@@ -72,6 +85,15 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     bodyLimit: config.server.body_limit_bytes,
     requestTimeoutMs: config.server.request_timeout_ms,
     dataPlane: pipeline,
+    ...(audited
+      ? {
+          audit: {
+            latest: () => auditLog?.latest() ?? null,
+            vkey: () => auditLog?.vkey ?? null,
+            storage: () => auditLog?.storage ?? null,
+          },
+        }
+      : {}),
     readiness: {
       ready() {
         const reasons: string[] = [];
@@ -89,13 +111,28 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     app,
     logger,
     store: () => store!,
-    recorder: () => recorder!,
+    recorder: () => journal!,
+    audit: () => auditLog,
     backendsSettled: () => settled,
     async start() {
       const url = await app.listen({ host: config.server.host, port: config.server.port });
       store = await openStore(resolveDatabaseUrl(config.database.url, opts.configDir), config.database.schema ? { pgSchema: config.database.schema } : {});
       await store.migrate();
-      recorder = new RequestRecorder(store, { onError: (err: unknown) => logger.error({ err }, 'writing request records failed') });
+      if (audited) {
+        phase = 'the audit log is opening';
+        const keyFile = isAbsolute(config.audit.key_file) ? config.audit.key_file : resolve(opts.configDir, config.audit.key_file);
+        auditLog = await AuditLog.open(store, {
+          ...(config.audit.origin ? { origin: config.audit.origin } : {}),
+          keyFile,
+          env,
+          intervalMs: config.audit.checkpoint_interval_ms,
+          batchMax: config.audit.batch_max,
+          logger,
+        });
+        logger.info({ origin: auditLog.origin, vkey: auditLog.vkey, size: String(auditLog.latest().size) }, 'audit log open');
+        auditLog.start();
+      }
+      journal = new Journal(store);
       auth = new KeyAuthenticator(store);
       phase = null;
       settled = Promise.all(
@@ -110,7 +147,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     },
     async close() {
       await app.close();
-      await recorder?.close();
+      await journal?.close();
+      await auditLog?.close();
       await Promise.all([...providers.values()].map((p) => p.close().catch(() => undefined)));
       await store?.close();
     },

@@ -6,6 +6,7 @@
  *   sovra keys list                               list keys (never the key or its digest)
  *   sovra keys revoke ID                          revoke a key
  *   sovra config check [FILE]                     validate a configuration file
+ *   sovra audit vkey | verify | prove | check-proof | erase   transparency log (src/audit/cli.ts)
  *
  * Common option: --config FILE (default: $SOVRA_CONFIG or ./sovra.yaml).
  */
@@ -16,6 +17,11 @@ import { createGateway } from '../app.ts';
 import { openStore } from '../store/db.ts';
 import { createKey, listKeys, revokeKey } from '../keys/keys.ts';
 import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { Journal } from '../audit/journal.ts';
+import { apiKeyState, cliActor, recordAdminAction } from '../audit/admin.ts';
+import { auditCheckProof, auditProve, auditVerify, auditVkey, eraseEntry, type CliIo } from '../audit/cli.ts';
+import type { Store } from '../store/db.ts';
 
 const USAGE = `usage: sovra <command> [options]
 
@@ -25,6 +31,13 @@ commands:
   keys list                                 list API keys (id, tenant, label, prefix, state)
   keys revoke ID                            revoke an API key
   config check [FILE]                       validate a configuration file
+  audit vkey                                print the transparency log's verifier key
+  audit verify URL --vkey KEY [--prev FILE] [--full] [--save FILE]
+                                            verify a log over HTTP (exit 3: fork or rollback)
+  audit prove REQUEST_ID [--out DIR]        write <id>.tlog-proof and <id>.entry.json
+  audit check-proof FILE --vkey KEY [--entry FILE]
+                                            check an offline proof (no network)
+  audit erase REQUEST_ID                    delete an entry's commitment salt; log the erasure
 
 options:
   --config FILE   configuration file (default: $SOVRA_CONFIG or ./sovra.yaml)
@@ -43,6 +56,12 @@ export async function main(argv: string[]): Promise<number> {
         tenant: { type: 'string' },
         name: { type: 'string' },
         json: { type: 'boolean' },
+        vkey: { type: 'string' },
+        prev: { type: 'string' },
+        full: { type: 'boolean' },
+        save: { type: 'string' },
+        out: { type: 'string' },
+        entry: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -62,6 +81,8 @@ export async function main(argv: string[]): Promise<number> {
         return await serve(values.config);
       case 'keys':
         return await keys(sub, arg, values);
+      case 'audit':
+        return await audit(sub, arg, values);
       case 'config': {
         if (sub !== 'check') break;
         const file = arg || values.config || process.env['SOVRA_CONFIG'] || 'sovra.yaml';
@@ -86,15 +107,76 @@ function load(file: string | undefined): LoadedConfig {
   return lc;
 }
 
-async function keys(sub: string | undefined, arg: string | undefined, values: { config?: string | undefined; tenant?: string | undefined; name?: string | undefined; json?: boolean | undefined }): Promise<number> {
-  const lc = load(values.config);
+const io: CliIo = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
+
+async function openConfiguredStore(lc: LoadedConfig): Promise<Store> {
   const store = await openStore(resolveDatabaseUrl(lc.config.database.url, lc.dir), lc.config.database.schema ? { pgSchema: lc.config.database.schema } : {});
   try {
     await store.migrate();
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  return store;
+}
+
+/**
+ * Appends an admin entry for a key action when the audit log is on (the entry is queued in the
+ * database; the running server integrates it, or the next one at start-up).
+ */
+async function auditAdmin(lc: LoadedConfig, store: Store, action: string, target: string, before: unknown | null, after: unknown | null): Promise<void> {
+  if (!lc.config.audit.enabled) return;
+  const journal = new Journal(store);
+  try {
+    await recordAdminAction(journal, { actor: cliActor(), action, target, before, after });
+  } catch (e) {
+    throw new Error(`${action} ${target} was done but its audit entry could not be written: ${(e as Error).message}`, { cause: e });
+  } finally {
+    await journal.close();
+  }
+}
+
+async function audit(sub: string | undefined, arg: string | undefined, values: { config?: string | undefined; vkey?: string | undefined; prev?: string | undefined; full?: boolean | undefined; save?: string | undefined; out?: string | undefined; entry?: string | undefined }): Promise<number> {
+  switch (sub) {
+    case 'verify':
+      if (!arg) throw new Error('audit verify needs the gateway URL, e.g. https://gw.example.com');
+      return auditVerify(arg, values, io);
+    case 'check-proof':
+      if (!arg) throw new Error('audit check-proof needs a .tlog-proof FILE');
+      return auditCheckProof(arg, values, io);
+    case 'vkey':
+    case 'prove':
+    case 'erase': {
+      const lc = load(values.config);
+      const store = await openConfiguredStore(lc);
+      try {
+        if (sub === 'vkey') {
+          const kf = lc.config.audit.key_file;
+          return await auditVkey(store, isAbsolute(kf) ? kf : resolve(lc.dir, kf), process.env, io);
+        }
+        if (!arg) throw new Error(`audit ${sub} needs a REQUEST_ID (the x-request-id of the request)`);
+        if (sub === 'prove') return await auditProve(store, arg, values, io);
+        const eraseId = await eraseEntry(store, arg);
+        io.out(`Erased: the commitment salt of ${arg} is deleted; erasure entry ${eraseId} is queued (the running server integrates it within its checkpoint interval, or at its next start).\n`);
+        return 0;
+      } finally {
+        await store.close();
+      }
+    }
+    default:
+      throw new Error('audit needs a subcommand: vkey | verify | prove | check-proof | erase');
+  }
+}
+
+async function keys(sub: string | undefined, arg: string | undefined, values: { config?: string | undefined; tenant?: string | undefined; name?: string | undefined; json?: boolean | undefined }): Promise<number> {
+  const lc = load(values.config);
+  const store = await openConfiguredStore(lc);
+  try {
     switch (sub) {
       case 'create': {
         if (!values.tenant) throw new Error('keys create needs --tenant NAME');
         const k = await createKey(store, { tenant: values.tenant, ...(values.name ? { name: values.name } : {}) });
+        await auditAdmin(lc, store, 'keys.create', k.id, null, await apiKeyState(store, k.id));
         if (values.json) process.stdout.write(JSON.stringify({ id: k.id, tenant: k.tenant, name: k.name, key: k.key }) + '\n');
         else
           process.stdout.write(
@@ -118,8 +200,10 @@ async function keys(sub: string | undefined, arg: string | undefined, values: { 
       }
       case 'revoke': {
         if (!arg) throw new Error('keys revoke needs a key ID (see `sovra keys list`)');
+        const before = await apiKeyState(store, arg);
         const ok = await revokeKey(store, arg);
         if (!ok) throw new Error(`no active key with id ${arg}`);
+        await auditAdmin(lc, store, 'keys.revoke', arg, before, await apiKeyState(store, arg));
         process.stdout.write(`Revoked key ${arg}.\n`);
         return 0;
       }
@@ -148,11 +232,19 @@ async function serve(configFile: string | undefined): Promise<number> {
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
 
-  const url = await gw.start();
+  let url: string;
+  try {
+    url = await gw.start();
+  } catch (e) {
+    await gw.close().catch(() => undefined);
+    throw e;
+  }
   log.info({ url, config: lc.path }, `Sovra listening on ${url}`);
   const existing = await listKeys(gw.store());
   if (existing.length === 0 && process.env['SOVRA_BOOTSTRAP_KEY'] !== '0') {
     const k = await createKey(gw.store(), { tenant: 'default', name: 'bootstrap' });
+    if (lc.config.audit.enabled)
+      await recordAdminAction(gw.recorder(), { actor: 'server:bootstrap', action: 'keys.create', target: k.id, before: null, after: await apiKeyState(gw.store(), k.id) });
     process.stderr.write(
       `\nNo API keys existed, so Sovra created one for tenant "default" (shown only this once):\n\n  ${k.key}\n\n` +
         `Try it:\n  curl ${url}/v1/chat/completions -H "Authorization: Bearer ${k.key}" \\\n` +

@@ -127,6 +127,31 @@ export const modelSchema = z
   })
   .strict();
 
+/** Origin / key-name rule of the transparency log (spec §7): non-empty, no white space, no `+`, no control character. */
+const ORIGIN_RE = /^[^\s+\x00-\x1f\x7f]{1,200}$/u;
+
+/**
+ * The transparency log (docs/audit.md, spec `shared/spec/transparency-log.md`).
+ * - `enabled`: write one log entry per data-plane request and admin action (default true). When
+ *   false only the request row is written (after the response, as a best-effort batch).
+ * - `origin`: the log's name (spec §7), e.g. `gw.example.com/audit`. Default: generated once as
+ *   `sovra-<8 hex>.invalid/audit` and kept in the database; it can never change afterwards.
+ * - `key_file`: the Ed25519 signing key (`PRIVATE+KEY+<origin>+…`), created with mode 0600 if
+ *   missing; relative to the config file's folder. `SOVRA_AUDIT_SIGNING_KEY` may hold the key instead.
+ * - `checkpoint_interval_ms`: how often queued entries are integrated and a checkpoint signed.
+ * - `batch_max`: most entries integrated per round.
+ */
+export const auditSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    origin: z.string().regex(ORIGIN_RE, 'must be 1-200 characters with no white space, "+" or control characters').optional(),
+    key_file: z.string().min(1).default('./data/audit-signing.key'),
+    checkpoint_interval_ms: z.number().int().min(10).max(60_000).default(1000),
+    batch_max: z.number().int().min(1).max(1_048_576).default(65_536),
+  })
+  .strict()
+  .default({});
+
 export const configSchema = z
   .object({
     server: z
@@ -159,6 +184,7 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    audit: auditSchema,
     backends: z.array(backendSchema).default([]),
     models: z.array(modelSchema).default([]),
   })
@@ -200,3 +226,4 @@ export type Config = z.infer<typeof configSchema>;
 export type BackendConfig = z.infer<typeof backendSchema>;
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type TokenField = z.infer<typeof tokenFieldSchema>;
+export type AuditConfig = z.infer<typeof auditSchema>;

@@ -8,6 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from '../telemetry/logger.ts';
 import { GatewayError, errorJson } from './errors.ts';
 import { registerOpenAiRoutes, type DataPlane } from './routes/openai.ts';
+import { registerAuditRoutes, type AuditReadSource } from './routes/audit.ts';
 
 /** Readiness as reported by `/readyz`. */
 export interface Readiness {
@@ -23,6 +24,8 @@ export interface ServerOptions {
   requestTimeoutMs: number;
   dataPlane: DataPlane;
   readiness: Readiness;
+  /** The transparency log's read API (`/audit/*`, no API key); omitted when the audit log is off. */
+  audit?: AuditReadSource;
 }
 
 /** Build (not start) the HTTP server. */
@@ -64,13 +67,14 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, raw);
 
-  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+  app.setErrorHandler(async (err: Error & { statusCode?: number; code?: string }, req, reply) => {
     let ge: GatewayError;
     if (err instanceof GatewayError) ge = err;
     else if (err.code === 'ECONNRESET' || req.raw.aborted || req.raw.socket?.destroyed) {
       // The client went away while sending its request: record it, answer no one.
-      opts.dataPlane.onRejected?.(req, new GatewayError(499, 'invalid_request_error', 'client_disconnected', 'The client closed the connection.'));
-      return reply.hijack();
+      reply.hijack();
+      await opts.dataPlane.onRejected?.(req, new GatewayError(499, 'invalid_request_error', 'client_disconnected', 'The client closed the connection.'));
+      return;
     }
     else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413)
       ge = new GatewayError(413, 'invalid_request_error', 'request_too_large', `The request body is larger than the limit of ${opts.bodyLimit} bytes.`);
@@ -80,8 +84,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       req.log.error({ err }, 'unhandled error');
       ge = new GatewayError(500, 'api_error', 'internal_error', 'The gateway hit an internal error.');
     }
-    opts.dataPlane.onRejected?.(req, ge);
-    void reply.code(ge.status).headers({ ...ge.headers, 'content-type': 'application/json', 'x-request-id': String(req.id) }).send(ge.body());
+    // The record is committed before the error is sent (a 503 audit_unavailable replaces it if that fails).
+    const out = (await opts.dataPlane.onRejected?.(req, ge)) ?? { error: ge, headers: {} };
+    const e = out.error;
+    return reply.code(e.status).headers({ ...e.headers, ...out.headers, 'content-type': 'application/json', 'x-request-id': String(req.id) }).send(e.body());
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -98,5 +104,6 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   registerOpenAiRoutes(app, opts.dataPlane);
+  if (opts.audit) registerAuditRoutes(app, opts.audit);
   return app;
 }

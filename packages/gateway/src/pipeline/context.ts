@@ -5,6 +5,8 @@
  */
 import type { Operation, Provider, Timeouts } from '../providers/types.ts';
 import type { BackendConfig, ModelConfig } from '../config/schema.ts';
+import type { Commitments } from '../audit/record.ts';
+import type { RequestsTable } from '../store/schema.ts';
 
 /** Token usage as OpenAI reports it (tokens). */
 export interface Usage {
@@ -74,6 +76,13 @@ export interface RequestContext {
   ttfbMs: number | null;
   /** Number of content-bearing stream chunks relayed (for usage estimates). */
   relayedDeltas: number;
+  // --- audit ---
+  /** HMAC commitments to the request and response bytes (only when the audit log is on). */
+  commitments?: Commitments;
+  /** The request's commit (row + log entry), started at most once; resolves with the base64 leaf hash (null when not audited). */
+  committed?: Promise<string | null>;
+  /** The request row, once built by the commit. */
+  row?: RequestsTable;
 }
 
 /** Create a fresh context. */

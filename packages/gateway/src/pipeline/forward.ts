@@ -11,6 +11,13 @@
  * a usage chunk whose `choices` is missing or null is normalised to `"choices":[]`; upstream error
  * events pass through unchanged and no success ending is invented; an idle upstream ends the stream
  * with an OpenAI-shaped `timeout` error event.
+ *
+ * Audit: every byte of the response body written to the client (heartbeats and the audit comment
+ * excepted) is fed to `ctx.commitments`; `opts.finalize` (the durable commit of the request's record)
+ * runs before the last byte: before the non-stream answer is sent (its leaf hash goes into the
+ * headers), and before a stream's held `[DONE]` (the leaf hash goes into a final
+ * `: sovra-audit leaf_hash=…` comment). If it fails, a non-stream answer is replaced by a 503
+ * `audit_unavailable` and a stream ends with an `audit_unavailable` error event and no `[DONE]`.
  */
 import type { ServerResponse } from 'node:http';
 import { once } from 'node:events';
@@ -18,6 +25,7 @@ import { UpstreamError, type ProviderResult } from '../providers/types.ts';
 import type { SseEvent } from '../sse/types.ts';
 import { formatComment, formatEvent } from '../sse/writer.ts';
 import { errorJson, GatewayError } from '../http/errors.ts';
+import { auditUnavailableMessage } from './audit-errors.ts';
 import type { RequestContext, Usage } from './context.ts';
 
 /** Options for {@link forward}. */
@@ -26,7 +34,16 @@ export interface ForwardOptions {
   heartbeatMs: number;
   /** Client headers to pass through (already filtered to the backend's `forward_headers`). */
   forwarded?: Record<string, string>;
+  /**
+   * Commits the request's record; called once the outcome is known and before the last byte is sent.
+   * Resolves with the base64 leaf hash (null when not audited); rejects when the journal failed.
+   * Default: nothing to commit.
+   */
+  finalize?: () => Promise<string | null>;
 }
+
+/** Prefix of the SSE comment that carries the entry's leaf hash at the end of a stream. */
+export const AUDIT_COMMENT_PREFIX = ': sovra-audit leaf_hash=';
 
 const USAGE_NULL = /"usage"\s*:\s*null/;
 
@@ -85,7 +102,7 @@ export async function forward(
     }
     throw err;
   }
-  if (result.kind === 'json') return relayJson(ctx, result, res);
+  if (result.kind === 'json') return relayJson(ctx, result, res, opts);
   return relayStream(ctx, result, res, opts);
 }
 
@@ -99,7 +116,7 @@ function markDisconnected(ctx: RequestContext): void {
   ctx.status = 499;
 }
 
-function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'json' }>, res: ServerResponse): void {
+async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'json' }>, res: ServerResponse, opts: ForwardOptions): Promise<void> {
   if (ctx.abort.signal.aborted) return markDisconnected(ctx);
   const backendId = ctx.route!.backendConfig.id;
   if (r.status === 401 || r.status === 403) {
@@ -132,7 +149,21 @@ function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind: 'json
     ctx.errorCode = typeof e?.['code'] === 'string' ? (e['code'] as string) : typeof e?.['type'] === 'string' ? (e['type'] as string) : `http_${r.status}`;
   }
   ctx.status = r.status;
+  ctx.commitments?.response(r.body);
+  let leaf: string | null = null;
+  if (opts.finalize) {
+    try {
+      leaf = await opts.finalize();
+    } catch {
+      throw new GatewayError(503, 'api_error', 'audit_unavailable', auditUnavailableMessage, null, { 'retry-after': '1' });
+    }
+  }
+  if (res.destroyed) return; // the client left while the record was committed: nothing to send
   const headers: Record<string, string | number> = { ...r.headers, 'content-length': r.body.length, 'x-request-id': ctx.id };
+  if (leaf) {
+    headers['x-sovra-audit-leaf-hash'] = leaf;
+    headers['x-audit-leaf-hash'] = leaf;
+  }
   res.writeHead(r.status, headers);
   ctx.ttfbMs = performance.now() - ctx.t0;
   res.end(r.body);
@@ -187,9 +218,14 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
   let lastWrite = performance.now();
   ctx.ttfbMs = lastWrite - ctx.t0;
 
+  /** Writes body bytes that count for the response commitment (everything but heartbeats and the audit comment). */
+  const send = (s: string): boolean => {
+    ctx.commitments?.response(s);
+    return res.write(s);
+  };
   const write = async (s: string): Promise<void> => {
     lastWrite = performance.now();
-    if (!res.write(s)) {
+    if (!send(s)) {
       // Backpressure: wait for the client to drain, or for its departure (which aborts the signal).
       await once(res, 'drain', { signal: ctx.abort.signal }).catch(() => undefined);
     }
@@ -248,12 +284,12 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
       const code = err.kind === 'idle_timeout' ? 'upstream_idle_timeout' : 'upstream_timeout';
       ctx.outcome = err.kind === 'idle_timeout' ? 'upstream_idle_timeout' : 'upstream_timeout';
       ctx.errorCode = code;
-      if (!res.writableEnded) res.write(formatEvent({ data: errorJson(`The upstream stream stopped: ${err.message}.`, 'timeout', code) }));
+      if (!res.writableEnded) send(formatEvent({ data: errorJson(`The upstream stream stopped: ${err.message}.`, 'timeout', code) }));
     } else {
       ctx.outcome = 'upstream_error';
       ctx.errorCode = 'upstream_stream_interrupted';
       const msg = err instanceof UpstreamError ? err.message : 'the upstream stream failed';
-      if (!res.writableEnded) res.write(formatEvent({ data: errorJson(`The upstream stream was interrupted: ${msg}.`, 'api_error', 'upstream_stream_interrupted') }));
+      if (!res.writableEnded) send(formatEvent({ data: errorJson(`The upstream stream was interrupted: ${msg}.`, 'api_error', 'upstream_stream_interrupted') }));
     }
   } finally {
     if (heartbeat) clearInterval(heartbeat);
@@ -267,12 +303,22 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
     ctx.outcome = 'upstream_error';
     ctx.errorCode = code;
     if (!res.writableEnded && !res.destroyed)
-      res.write(formatEvent({ data: errorJson(events === 0 ? 'The upstream sent no events.' : 'The upstream ended the stream before [DONE].', 'api_error', code) }));
+      send(formatEvent({ data: errorJson(events === 0 ? 'The upstream sent no events.' : 'The upstream ended the stream before [DONE].', 'api_error', code) }));
   }
-  if (!res.writableEnded && !res.destroyed) {
-    if (held !== null) res.end(held);
-    else res.end();
+  if (ctx.abort.signal.aborted || res.writableEnded || res.destroyed) return; // the pipeline commits the record
+  // The held `[DONE]` is part of the committed response; the record is committed before it leaves.
+  if (held !== null) ctx.commitments?.response(held);
+  let leaf: string | null = null;
+  if (opts.finalize) {
+    try {
+      leaf = await opts.finalize();
+    } catch {
+      if (!res.writableEnded && !res.destroyed) res.end(formatEvent({ data: errorJson(auditUnavailableMessage, 'api_error', 'audit_unavailable') }));
+      return;
+    }
   }
+  if (res.writableEnded || res.destroyed) return;
+  res.end((leaf ? `${AUDIT_COMMENT_PREFIX}${leaf}\n\n` : '') + (held ?? ''));
 }
 
 /**

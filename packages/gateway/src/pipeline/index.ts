@@ -5,6 +5,13 @@
  *
  * Each stage may end the request with a GatewayError (sent in OpenAI's shape); whatever happens —
  * success, upstream failure, rejection or client disconnect — exactly one request record is written.
+ *
+ * With the audit log on, the record (request row + transparency-log entry + commitment salt) is
+ * committed durably BEFORE the last byte of the response leaves: the answer (or error) is held until
+ * the journal confirms. The client learns the entry's leaf hash from `x-sovra-audit-leaf-hash` (and
+ * the spec's `x-audit-leaf-hash`, §10.4), or for streams from a final `: sovra-audit leaf_hash=…`
+ * comment. If the journal cannot commit, the client gets a 503 `audit_unavailable` instead of the
+ * answer (streams: an error event and no `[DONE]`). A client that disconnected is committed anyway.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
@@ -18,12 +25,46 @@ import { newContext, type Outcome, type Principal, type RequestContext } from '.
 import { forward } from './forward.ts';
 import { prepareUpstreamBody } from './prepare.ts';
 import { estimateUsage, toRecord } from './record.ts';
+import { Commitments } from '../audit/record.ts';
+import { auditUnavailableMessage } from './audit-errors.ts';
 import type { RouteTable } from './route.ts';
 import { parseJsonBody, validateBody } from './validate.ts';
 
-/** Where finished requests go (the request recorder; later also audit and usage settlement). */
+/** Where finished requests go: the journal (request row, and with the audit log on, the log entry). */
 export interface RecordSink {
-  record(row: RequestsTable): void;
+  /** True when log entries are written; then every commit is awaited before the response ends. */
+  readonly audited: boolean;
+  /**
+   * Commits one finished request.
+   * @param row the request row
+   * @param tenant the tenant name (for the log entry), if authenticated
+   * @param commitments the request/response HMACs (audit on), else null
+   * @returns the entry's base64 leaf hash once durably committed (audit on), or null (audit off:
+   *   the row is written in the background; or the store is not open yet)
+   * @throws AuditUnavailableError when the journal could not commit the entry
+   */
+  commit(row: RequestsTable, tenant: string | null, commitments: Commitments | null): Promise<string | null>;
+}
+
+/** Thrown by {@link RecordSink.commit} when the journal failed: the request must not be answered as if recorded. */
+export class AuditUnavailableError extends Error {
+  override readonly name = 'AuditUnavailableError';
+}
+
+/** The 503 sent instead of an answer whose log entry could not be committed. */
+export function auditUnavailable(): GatewayError {
+  return new GatewayError(503, 'api_error', 'audit_unavailable', auditUnavailableMessage, null, { 'retry-after': '1' });
+}
+
+/** Response headers that tell the client its entry's leaf hash (spec §10.4). */
+export function leafHashHeaders(leaf: string | null): Record<string, string> {
+  return leaf ? { 'x-sovra-audit-leaf-hash': leaf, 'x-audit-leaf-hash': leaf } : {};
+}
+
+/** What the server sends for a request rejected before the pipeline ran (see {@link Pipeline.onRejected}). */
+export interface RejectionReply {
+  error: GatewayError;
+  headers: Record<string, string>;
 }
 
 /** Dependencies of the pipeline. */
@@ -54,6 +95,10 @@ export class Pipeline implements DataPlane {
 
   async handle(op: Operation, req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const ctx = newContext(String(req.id), op);
+    if (this.deps.sink.audited) {
+      ctx.commitments = new Commitments();
+      ctx.commitments.request(Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0));
+    }
     const res = reply.raw;
     reply.hijack();
     res.on('close', () => {
@@ -82,8 +127,12 @@ export class Pipeline implements DataPlane {
         ctx.route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: deadline } : { ...route.timeouts, totalMs: deadline } };
       const fwd = forwardedHeaders(req, route.backendConfig);
       const upstreamText = parsed.serialize(upstreamBody);
-      // 5. forward
-      await forward(ctx, upstreamBody, upstreamText, res, { heartbeatMs: this.deps.heartbeatMs, ...(fwd ? { forwarded: fwd } : {}) });
+      // 5. forward (5b. record: forward calls `finalize` before the last byte)
+      await forward(ctx, upstreamBody, upstreamText, res, {
+        heartbeatMs: this.deps.heartbeatMs,
+        finalize: () => this.commit(ctx),
+        ...(fwd ? { forwarded: fwd } : {}),
+      });
     } catch (err) {
       const ge = err instanceof GatewayError ? err : internalError(this.deps.logger, ctx.id, err);
       ctx.status = ge.status;
@@ -92,11 +141,50 @@ export class Pipeline implements DataPlane {
       if (ctx.abort.signal.aborted) {
         ctx.status = 499;
         ctx.outcome = 'client_disconnected';
-      } else sendError(res, ge, ctx.id);
+      } else await this.replyError(ctx, res, ge);
     } finally {
-      // 6. record
-      this.finish(ctx);
+      // 6. record (if not done yet: client disconnects, errors after the headers) and log
+      await this.finish(ctx);
     }
+  }
+
+  /** Sends a gateway-made error after committing its record (a 503 `audit_unavailable` if that fails). */
+  private async replyError(ctx: RequestContext, res: ServerResponse, ge: GatewayError): Promise<void> {
+    if (res.headersSent || res.destroyed) {
+      await this.commit(ctx).catch(() => null);
+      if (!res.writableEnded && !res.destroyed) res.end();
+      return;
+    }
+    const body = ge.body();
+    if (!ctx.committed) ctx.commitments?.response(body);
+    let leaf: string | null;
+    try {
+      leaf = await this.commit(ctx);
+    } catch {
+      sendError(res, auditUnavailable(), ctx.id);
+      return;
+    }
+    sendError(res, ge, ctx.id, leafHashHeaders(leaf));
+  }
+
+  /**
+   * Commits the request's record once (memoised: every later call returns the same promise).
+   * @returns the base64 leaf hash, or null when not audited
+   * @throws AuditUnavailableError when the journal failed
+   */
+  private commit(ctx: RequestContext): Promise<string | null> {
+    ctx.committed ??= (async () => {
+      estimateUsage(ctx);
+      const row = toRecord(ctx);
+      ctx.row = row;
+      try {
+        return await this.deps.sink.commit(row, ctx.principal?.tenant ?? null, ctx.commitments ?? null);
+      } catch (err) {
+        this.deps.logger.error({ err, req_id: ctx.id }, 'audit journal write failed; the answer is withheld');
+        throw err instanceof AuditUnavailableError ? err : new AuditUnavailableError((err as Error)?.message ?? String(err), { cause: err });
+      }
+    })();
+    return ctx.committed;
   }
 
   async models(req: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -114,17 +202,32 @@ export class Pipeline implements DataPlane {
     return reply.send({ object: 'list', data });
   }
 
-  onRejected(req: FastifyRequest, err: GatewayError): void {
+  /**
+   * Records a data-plane request rejected before its handler ran (401 before the upload, 413, a
+   * client gone during the upload, …) and says what to send: the error with the leaf-hash headers, or
+   * a 503 `audit_unavailable` when the record could not be committed. The request body was not (fully)
+   * read, so its commitment is null. Other paths are not recorded.
+   */
+  async onRejected(req: FastifyRequest, err: GatewayError): Promise<RejectionReply> {
     const path = req.url.split('?')[0];
     const op = DATA_PLANE_ROUTES.find(([u]) => u === path)?.[1];
-    if (!op) return;
+    if (!op) return { error: err, headers: {} };
     const ctx = newContext(String(req.id), op);
+    if (this.deps.sink.audited) ctx.commitments = new Commitments();
     const p = principalOf(req);
     if (p) ctx.principal = p;
     ctx.status = err.status;
     ctx.outcome = err.status === 499 ? 'client_disconnected' : 'rejected';
     ctx.errorCode = err.code;
-    this.finish(ctx);
+    if (err.status !== 499) ctx.commitments?.response(err.body());
+    let reply: RejectionReply;
+    try {
+      reply = { error: err, headers: leafHashHeaders(await this.commit(ctx)) };
+    } catch {
+      reply = { error: auditUnavailable(), headers: {} };
+    }
+    await this.finish(ctx);
+    return reply;
   }
 
   /**
@@ -152,14 +255,10 @@ export class Pipeline implements DataPlane {
     return Math.min(v, this.deps.maxRequestTimeoutMs);
   }
 
-  private finish(ctx: RequestContext): void {
-    estimateUsage(ctx);
-    const row = toRecord(ctx);
-    try {
-      this.deps.sink.record(row);
-    } catch (err) {
-      this.deps.logger.error({ err, req_id: ctx.id }, 'request record failed');
-    }
+  /** Commits the record if nothing did yet (never throws), then writes the request's log line. */
+  private async finish(ctx: RequestContext): Promise<void> {
+    await this.commit(ctx).catch(() => null);
+    const row = ctx.row ?? toRecord(ctx);
     this.deps.logger.info(
       {
         req_id: row.id,
@@ -196,7 +295,7 @@ function internalError(logger: Logger, id: string, err: unknown): GatewayError {
 }
 
 /** Send an OpenAI-shaped error on a raw response, unless headers already went out. */
-export function sendError(res: ServerResponse, ge: GatewayError, requestId: string): void {
+export function sendError(res: ServerResponse, ge: GatewayError, requestId: string, extraHeaders: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) {
     if (!res.writableEnded && !res.destroyed) res.end();
     return;
@@ -204,6 +303,7 @@ export function sendError(res: ServerResponse, ge: GatewayError, requestId: stri
   const body = ge.body();
   res.writeHead(ge.status, {
     ...ge.headers,
+    ...extraHeaders,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'x-request-id': requestId,

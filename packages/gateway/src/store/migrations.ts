@@ -75,23 +75,32 @@ const m0001_init: Migration = {
 /**
  * Migration `0002_audit`: the transparency log's tables (see `src/audit/`, spec
  * `shared/spec/transparency-log.md`). Binary columns are `blob` on SQLite and `bytea` on PostgreSQL;
- * the queue's `seq` is `integer primary key autoincrement` (SQLite) or `bigserial` (PostgreSQL).
+ * the queue's `seq` is the rowid `integer primary key` (SQLite) or `bigserial` (PostgreSQL).
  */
 function m0002_audit(dialect: 'sqlite' | 'postgres'): Migration {
   const blob = dialect === 'sqlite' ? 'blob' : 'bytea';
   return {
     async up(db: Kysely<any>): Promise<void> {
       if (dialect === 'sqlite') {
-        await sql`create table audit_queue (seq integer primary key autoincrement, entry_id text not null, entry blob not null, created_at bigint not null)`.execute(db);
+        // `seq` is the rowid (max + 1 on insert, so increasing while rows exist). No AUTOINCREMENT:
+        // it would rewrite `sqlite_sequence` in every journal transaction, and seq values are never
+        // referenced once their rows are deleted (integration reads and deletes synchronously).
+        await sql`create table audit_queue (seq integer primary key, entry_id text not null, entry blob not null, created_at bigint not null)`.execute(db);
       } else {
         await sql`create table audit_queue (seq bigserial primary key, entry_id text not null, entry bytea not null, created_at bigint not null)`.execute(db);
       }
-      await db.schema
-        .createTable('audit_index')
-        .addColumn('entry_id', 'text', (c) => c.primaryKey())
-        .addColumn('idx', 'bigint', (c) => c.notNull().unique())
-        .addColumn('leaf_hash', 'text', (c) => c.notNull())
-        .execute();
+      if (dialect === 'sqlite') {
+        // Same constraints (entry_id and idx both unique), but idx is the rowid: appends in index
+        // order are cheap and one B-tree fewer is maintained per integrated entry.
+        await sql`create table audit_index (idx integer primary key, entry_id text not null unique, leaf_hash text not null)`.execute(db);
+      } else {
+        await db.schema
+          .createTable('audit_index')
+          .addColumn('entry_id', 'text', (c) => c.primaryKey())
+          .addColumn('idx', 'bigint', (c) => c.notNull().unique())
+          .addColumn('leaf_hash', 'text', (c) => c.notNull())
+          .execute();
+      }
       await db.schema.createIndex('audit_index_leaf_hash_idx').on('audit_index').column('leaf_hash').execute();
       await db.schema
         .createTable('audit_tiles')
@@ -119,12 +128,18 @@ function m0002_audit(dialect: 'sqlite' | 'postgres'): Migration {
         .addColumn('key', 'text', (c) => c.primaryKey())
         .addColumn('value', 'text', (c) => c.notNull())
         .execute();
-      await db.schema
-        .createTable('audit_secrets')
-        .addColumn('entry_id', 'text', (c) => c.primaryKey())
-        .addColumn('salt', sql.raw(blob), (c) => c.notNull())
-        .addColumn('created_at', 'bigint', (c) => c.notNull())
-        .execute();
+      if (dialect === 'sqlite') {
+        // WITHOUT ROWID: one B-tree keyed by entry_id instead of a table plus its key index, so a
+        // journal transaction touches one page fewer.
+        await sql`create table audit_secrets (entry_id text primary key, salt blob not null, created_at bigint not null) without rowid`.execute(db);
+      } else {
+        await db.schema
+          .createTable('audit_secrets')
+          .addColumn('entry_id', 'text', (c) => c.primaryKey())
+          .addColumn('salt', sql.raw(blob), (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .execute();
+      }
     },
     async down(db: Kysely<any>): Promise<void> {
       for (const t of ['audit_secrets', 'audit_meta', 'audit_checkpoints', 'audit_bundles', 'audit_tiles', 'audit_index', 'audit_queue']) {

@@ -19,14 +19,14 @@ export interface RequestRecorderOptions {
 }
 
 /** Columns of the requests table, in insert order. */
-const REQUEST_COLUMNS = [
+export const REQUEST_COLUMNS = [
   'id', 'ts', 'key_id', 'tenant_id', 'operation', 'model', 'backend_id', 'upstream_model', 'stream',
   'status', 'outcome', 'error_code', 'latency_ms', 'ttfb_ms', 'prompt_tokens', 'completion_tokens',
   'total_tokens', 'usage_source',
 ] as const satisfies ReadonlyArray<keyof RequestsTable>;
 const COLUMNS = REQUEST_COLUMNS.length;
 /** Rows per INSERT statement, keeping bound parameters under SQLite's (32766) and PostgreSQL's (65535) caps. */
-const ROWS_PER_STATEMENT = Math.floor(30_000 / COLUMNS);
+export const ROWS_PER_STATEMENT = Math.floor(30_000 / COLUMNS);
 
 const intOrNull = (v: number | null | undefined): number | null =>
   v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v);
@@ -35,7 +35,7 @@ const intOrNull = (v: number | null | undefined): number | null =>
  * Normalises a row for both dialects: integer columns are rounded (PostgreSQL rejects `1.5` for
  * integer/bigint), booleans-as-numbers become 0/1, absent optionals become null.
  */
-function normalise(row: RequestsTable): RequestsTable {
+export function normalise(row: RequestsTable): RequestsTable {
   return {
     id: row.id,
     ts: Math.round(row.ts),

@@ -27,6 +27,8 @@ export interface TestGateway {
   readonly keyId: string;
   readonly gw: Gateway;
   readonly dir: string;
+  /** The `database` configuration section the gateway runs with (for CLI runs against the same store). */
+  readonly database: { url: string; schema?: string };
   /** Every log line so far, raw JSON text. */
   logs(): string[];
   /** All request records (flushes the recorder first), oldest first. */
@@ -66,7 +68,7 @@ export async function startGateway(opts: StartOptions): Promise<TestGateway> {
   });
   const pgUrl = process.env['SOVRA_TEST_POSTGRES_URL'];
   const schema = opts.postgres && pgUrl ? `t_${randomBytes(6).toString('hex')}` : undefined;
-  const database = schema ? { url: pgUrl, schema } : { url: `sqlite:${join(dir, 'sovra.db')}` };
+  const database: { url: string; schema?: string } = schema && pgUrl ? { url: pgUrl, schema } : { url: `sqlite:${join(dir, 'sovra.db')}` };
   const cfgObj = {
     ...opts.config,
     server: { host: '127.0.0.1', port: 0, ...((opts.config['server'] as object) ?? {}) },
@@ -93,6 +95,7 @@ export async function startGateway(opts: StartOptions): Promise<TestGateway> {
     keyId: k.id,
     gw,
     dir,
+    database,
     logs: () => lines.slice(),
     records,
     async record(id: string) {

@@ -12,8 +12,12 @@ export interface DataPlane {
   handle(op: Operation, req: FastifyRequest, reply: FastifyReply): Promise<void>;
   /** `GET /v1/models` and `GET /v1/models/:model`. */
   models(req: FastifyRequest, reply: FastifyReply): Promise<void>;
-  /** Called for requests rejected before a handler ran (body too large, …) so they are recorded. */
-  onRejected?(req: FastifyRequest, err: GatewayError): void;
+  /**
+   * Called for requests rejected before a handler ran (body too large, …) so they are recorded;
+   * resolves with what to send (the error, or a replacement such as 503 `audit_unavailable`) and
+   * extra headers (the audit leaf hash).
+   */
+  onRejected?(req: FastifyRequest, err: GatewayError): Promise<{ error: GatewayError; headers: Record<string, string> }>;
   /** Runs on data-plane POSTs before the body is read (authentication). */
   preAuthenticate?(req: FastifyRequest): Promise<void>;
 }

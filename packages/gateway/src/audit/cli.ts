@@ -1,0 +1,254 @@
+/**
+ * `sovra audit …` commands (docs/audit.md):
+ *
+ *   sovra audit vkey                                   print the log's verifier key
+ *   sovra audit verify URL --vkey KEY [--prev FILE] [--full] [--save FILE]
+ *                                                      verify a log over HTTP, as an outside auditor
+ *   sovra audit prove REQUEST_ID [--out DIR]           write <id>.tlog-proof and <id>.entry.json
+ *   sovra audit check-proof FILE --vkey KEY [--entry ENTRY_FILE]
+ *                                                      check an offline proof (no network)
+ *   sovra audit erase REQUEST_ID                       delete an entry's commitment salt, log the erasure
+ *
+ * Exit codes: 0 success, 1 failure (bad input, verification failure, missing entry), 3 fork or
+ * rollback detected (`verify --prev`).
+ */
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import {
+  TlogError,
+  consistencyProofFromTiles,
+  createEd25519Verifier,
+  createFetchTileReader,
+  encodeBase64,
+  formatTlogProof,
+  inclusionProofFromTiles,
+  openCheckpoint,
+  parseVerifierKey,
+  readEntryFromBundles,
+  verifyConsistency,
+  verifyLogFromTiles,
+  verifyTlogProof,
+  type Checkpoint,
+} from '@sovra/tlog';
+import { createNodeEd25519Signer, nodeTreeHasher } from '@sovra/tlog/node';
+import type { Store } from '../store/db.ts';
+import { randomId } from '../keys/keys.ts';
+import { AuditStorage } from './storage.ts';
+import { readSigningKey } from './signing-key.ts';
+import { decodeRecord, encodeRecord, erasureRecord } from './record.ts';
+
+/** Where CLI output goes (tests capture it). */
+export interface CliIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+/** Exit code for a detected fork or rollback. */
+export const EXIT_FORK = 3;
+
+/** Options of the audit commands (from the command line). */
+export interface AuditCliOptions {
+  vkey?: string | undefined;
+  prev?: string | undefined;
+  full?: boolean | undefined;
+  save?: string | undefined;
+  out?: string | undefined;
+  entry?: string | undefined;
+}
+
+/** A vkey given inline, or the path of a file holding one. */
+function loadVkey(v: string | undefined): string {
+  if (!v) throw new Error('--vkey KEY is required (the log\'s verifier key, obtained out of band; see `sovra audit vkey`)');
+  const text = existsSync(v) ? readFileSync(v, 'utf8').trim() : v.trim();
+  parseVerifierKey(text);
+  return text;
+}
+
+/** `http://host:port` → `http://host:port/audit`; a URL with a path is taken as the prefix itself. */
+export function auditPrefix(url: string): string {
+  const u = new URL(url);
+  const base = url.replace(/\/+$/, '');
+  return u.pathname === '/' || u.pathname === '' ? `${base}/audit` : base;
+}
+
+const safeName = (id: string): string => id.replace(/[^A-Za-z0-9._-]/g, '_');
+
+/**
+ * `sovra audit verify`: fetches the checkpoint and tiles, verifies the signature with the pinned
+ * vkey, recomputes the root from the tiles (`--full`: every tile and entry bundle), and with `--prev`
+ * checks the log only grew since the saved checkpoint.
+ * @returns exit code (0 ok, 1 failure, 3 fork/rollback)
+ */
+export async function auditVerify(url: string, o: AuditCliOptions, io: CliIo, fetchFn: typeof fetch = fetch): Promise<number> {
+  const vkey = loadVkey(o.vkey);
+  const verifier = createEd25519Verifier(vkey);
+  const origin = parseVerifierKey(vkey).name;
+  const prefix = auditPrefix(url);
+  const reader = createFetchTileReader(prefix, fetchFn);
+  let note: string;
+  let cp: Checkpoint;
+  try {
+    note = await reader.readCheckpoint();
+    cp = openCheckpoint(note, [verifier], { origin }).checkpoint;
+  } catch (err) {
+    io.err(`VERIFICATION FAILED: the checkpoint at ${prefix}/checkpoint does not verify with ${origin}'s key: ${(err as Error).message}\n`);
+    return 1;
+  }
+  let prev: Checkpoint | undefined;
+  if (o.prev) {
+    try {
+      prev = openCheckpoint(readFileSync(o.prev, 'utf8'), [verifier], { origin }).checkpoint;
+    } catch (err) {
+      io.err(`VERIFICATION FAILED: the saved checkpoint ${o.prev} is not a checkpoint signed by ${origin}'s key: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+  const full = o.full === true;
+  let report;
+  try {
+    report = await verifyLogFromTiles(cp, reader, { mode: full ? 'full' : 'root', entries: full, hasher: nodeTreeHasher });
+  } catch (err) {
+    io.err(`VERIFICATION FAILED: the log's tiles do not match its signed checkpoint (size ${cp.size}): ${(err as Error).message}\n`);
+    return 1;
+  }
+  if (prev) {
+    const fork = (why: string): number => {
+      io.err(
+        `FORK OR ROLLBACK DETECTED: ${why}\n` +
+          `  saved:   size ${prev!.size} root ${encodeBase64(prev!.rootHash)}\n` +
+          `  current: size ${cp.size} root ${encodeBase64(cp.rootHash)}\n` +
+          `  Both checkpoints carry valid signatures of ${origin}: keep them as evidence.\n`,
+      );
+      return EXIT_FORK;
+    };
+    if (prev.size > cp.size) return fork(`the log shrank from ${prev.size} to ${cp.size} entries`);
+    let ok = false;
+    try {
+      const proof = await consistencyProofFromTiles(prev.size, cp.size, reader, nodeTreeHasher);
+      ok = verifyConsistency(prev.size, cp.size, prev.rootHash, cp.rootHash, proof, nodeTreeHasher);
+    } catch (err) {
+      if (!(err instanceof TlogError)) throw err;
+    }
+    if (!ok) return fork(`the current tree is not an extension of the saved one (no valid consistency proof ${prev.size} → ${cp.size})`);
+  }
+  io.out(
+    `OK: ${origin} verified at size ${cp.size}, root ${encodeBase64(cp.rootHash)}\n` +
+      `  mode ${report.mode}: ${report.tilesRead} tiles, ${report.bundlesRead} entry bundles, ${report.entriesVerified} entries checked\n` +
+      (prev ? `  consistent with the saved checkpoint of size ${prev.size}\n` : ''),
+  );
+  if (o.save) {
+    writeFileSync(o.save, note);
+    io.out(`  checkpoint saved to ${o.save}\n`);
+  }
+  return 0;
+}
+
+/**
+ * `sovra audit prove`: builds a C2SP tlog-proof for entry `id` against the latest checkpoint from the
+ * local store and writes `<id>.tlog-proof` and `<id>.entry.json` (the exact entry bytes) into `o.out`
+ * (default: the current folder). Both files together are checked offline by `check-proof`.
+ */
+export async function auditProve(store: Store, id: string, o: AuditCliOptions, io: CliIo): Promise<number> {
+  const storage = new AuditStorage(store);
+  const index = await storage.indexOf(id);
+  if (index === undefined) {
+    io.err((await storage.queuedEntry(id)) ? `entry ${id} is queued but not integrated yet; retry in a few seconds (is the server running?)\n` : `no audit entry with id ${id}\n`);
+    return 1;
+  }
+  const latest = await storage.latestCheckpoint();
+  if (!latest || index >= latest.size) {
+    io.err(`entry ${id} (index ${index}) is not covered by a signed checkpoint yet; retry in a few seconds\n`);
+    return 1;
+  }
+  const proof = await inclusionProofFromTiles(index, latest.size, storage, nodeTreeHasher);
+  const text = formatTlogProof({ index, proof, checkpoint: latest.note });
+  const entry = await readEntryFromBundles(index, latest.size, storage);
+  const vkey = await storage.getMeta('vkey');
+  if (vkey) verifyTlogProof(text, { verifiers: [createEd25519Verifier(vkey)], entry, hasher: nodeTreeHasher }); // self-check
+  const dir = resolve(o.out ?? '.');
+  mkdirSync(dir, { recursive: true });
+  const proofFile = join(dir, `${safeName(id)}.tlog-proof`);
+  const entryFile = join(dir, `${safeName(id)}.entry.json`);
+  writeFileSync(proofFile, text);
+  writeFileSync(entryFile, entry);
+  io.out(`wrote ${proofFile} (index ${index}, checkpoint size ${latest.size})\nwrote ${entryFile}\n`);
+  return 0;
+}
+
+/** `sovra audit check-proof`: verifies an offline tlog-proof and its entry with the pinned vkey only. */
+export function auditCheckProof(file: string, o: AuditCliOptions, io: CliIo): number {
+  const vkey = loadVkey(o.vkey);
+  const entryFile = o.entry ?? file.replace(/\.tlog-proof$/, '') + '.entry.json';
+  if (!existsSync(entryFile)) {
+    io.err(`the entry file ${entryFile} is missing (give it with --entry FILE)\n`);
+    return 1;
+  }
+  const entry = new Uint8Array(readFileSync(entryFile));
+  try {
+    const r = verifyTlogProof(readFileSync(file, 'utf8'), {
+      verifiers: [createEd25519Verifier(vkey)],
+      origin: parseVerifierKey(vkey).name,
+      entry,
+      hasher: nodeTreeHasher,
+    });
+    let what = '';
+    try {
+      const rec = decodeRecord(entry);
+      what = ` (${rec.type} ${rec.id})`;
+    } catch {
+      /* not a Sovra record: fine, the log layer does not parse entries */
+    }
+    io.out(`OK: entry${what} is at index ${r.index} of ${r.checkpoint.origin}, in the signed tree of size ${r.checkpoint.size}, root ${encodeBase64(r.checkpoint.rootHash)}\n`);
+    return 0;
+  } catch (err) {
+    io.err(`PROOF FAILED: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/**
+ * Erases entry `id`'s commitment salt (and any retained content: Sovra retains none) and appends an
+ * `erasure` entry, in one transaction. The entry stays in the log and every proof still verifies;
+ * its commitments can no longer be opened.
+ * @returns the erasure entry's id
+ * @throws Error if there is no such entry or its salt is already gone
+ */
+export async function eraseEntry(store: Store, id: string, now: number = Date.now()): Promise<string> {
+  const storage = new AuditStorage(store);
+  const exists = (await storage.indexOf(id)) !== undefined || (await storage.queuedEntry(id)) !== undefined;
+  if (!exists) throw new Error(`no audit entry with id ${id}`);
+  const eraseId = randomId('era');
+  const bytes = encodeRecord(erasureRecord({ id: eraseId, timeMs: now, target: id }));
+  const native = store.sqlite;
+  if (native) {
+    const del = native.prepare('DELETE FROM audit_secrets WHERE entry_id = ?');
+    const ins = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at) VALUES (?, ?, ?)');
+    native.transaction(() => {
+      if (del.run(id).changes === 0) throw new Error(`entry ${id} has no commitment salt (already erased?)`);
+      ins.run(eraseId, bytes, now);
+    })();
+  } else {
+    await store.db.transaction().execute(async (trx) => {
+      const r = await trx.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new Error(`entry ${id} has no commitment salt (already erased?)`);
+      await trx.insertInto('audit_queue').values({ entry_id: eraseId, entry: bytes, created_at: now }).execute();
+    });
+  }
+  return eraseId;
+}
+
+/** `sovra audit vkey`: the stored vkey, else the one of the configured signing key. */
+export async function auditVkey(store: Store, keyFile: string, env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  const stored = await new AuditStorage(store).getMeta('vkey');
+  if (stored) {
+    io.out(stored + '\n');
+    return 0;
+  }
+  const key = readSigningKey(keyFile, env);
+  if (!key) {
+    io.err('the audit log has no key yet: start the server once (it creates the key and the log)\n');
+    return 1;
+  }
+  io.out(createNodeEd25519Signer(key.name, key.seed).vkey + '\n');
+  return 0;
+}

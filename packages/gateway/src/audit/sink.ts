@@ -1,0 +1,38 @@
+/**
+ * The pipeline's {@link RecordSink} over the {@link Journal}: with the audit log on, each finished
+ * request commits its row, its log entry (the canonical `request` record) and its commitment salt in
+ * one group-committed transaction, and the commit resolves with the entry's base64 leaf hash; with the
+ * audit log off only the row is written, in the background.
+ */
+import { encodeBase64 } from '@sovra/tlog';
+import { nodeTreeHasher } from '@sovra/tlog/node';
+import type { Logger } from '../telemetry/logger.ts';
+import type { RecordSink } from '../pipeline/index.ts';
+import { encodeRecord, requestRecord } from './record.ts';
+import type { Journal } from './journal.ts';
+
+/** Base64 `LH(entry)` (spec §3, §10.4). */
+export function leafHashBase64(entry: Uint8Array): string {
+  return encodeBase64(nodeTreeHasher.hashLeaf(entry));
+}
+
+/**
+ * @param journal the journal, or undefined while the store is not open (then nothing is recorded)
+ * @param audited whether log entries are written
+ */
+export function createJournalSink(journal: () => Journal | undefined, audited: boolean, logger: Logger): RecordSink {
+  return {
+    audited,
+    async commit(row, tenant, commitments) {
+      const j = journal();
+      if (!j) return null;
+      if (!audited || !commitments) {
+        j.write({ request: row }).catch((err: unknown) => logger.error({ err, req_id: row.id }, 'writing the request record failed'));
+        return null;
+      }
+      const bytes = encodeRecord(requestRecord(row, { tenant, commitments: commitments.digests() }));
+      await j.write({ request: row, entry: { id: row.id, bytes }, salt: { id: row.id, salt: commitments.salt } });
+      return leafHashBase64(bytes);
+    },
+  };
+}

@@ -1,0 +1,335 @@
+/**
+ * The transparency log's storage in Sovra's store (tables of migration `0002_audit`): queued entries,
+ * the leaf index, hash tiles, entry bundles, signed checkpoints, metadata and commitment salts.
+ *
+ * SQLite uses native better-sqlite3 prepared statements only (synchronous; multi-statement writes in
+ * one synchronous `native.transaction()`), PostgreSQL uses Kysely. Tree sizes and indexes are
+ * `bigint` in this API and stored as BIGINT (read back as JS numbers, exact below 2^53).
+ */
+import { TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type WrittenBundle, type WrittenTile } from '@sovra/tlog';
+import { sql } from 'kysely';
+import type { Store } from '../store/db.ts';
+
+/** A queued entry. */
+export interface QueuedEntry {
+  seq: number;
+  entryId: string;
+  entry: Uint8Array;
+}
+
+/** A stored signed checkpoint. */
+export interface StoredCheckpoint {
+  size: bigint;
+  note: string;
+}
+
+/** What one integration round writes, in one transaction. */
+export interface IntegrationCommit {
+  tiles: readonly WrittenTile[];
+  bundles: readonly WrittenBundle[];
+  /** `[entry id, leaf index, lowercase-hex leaf hash]` for every integrated entry. */
+  index: ReadonlyArray<readonly [string, bigint, string]>;
+  /** `seq` of every integrated queue row (deleted). */
+  seqs: readonly number[];
+  /** The new `integrated_size`. */
+  size: bigint;
+}
+
+const u8 = (b: Buffer | Uint8Array): Uint8Array => (Buffer.isBuffer(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : b);
+const buf = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+const PG_CHUNK = 5_000;
+const PG_BLOB_CHUNK = 32;
+
+/** Storage of the log; see the module documentation. Implements {@link TileReader} over the stored tiles. */
+export class AuditStorage implements TileReader {
+  readonly store: Store;
+  readonly #s: ReturnType<typeof prepare> | undefined;
+
+  constructor(store: Store) {
+    this.store = store;
+    this.#s = store.sqlite ? prepare(store.sqlite) : undefined;
+  }
+
+  // ----- metadata -----
+
+  /** `audit_meta` value of `key`, or undefined. */
+  async getMeta(key: string): Promise<string | undefined> {
+    if (this.#s) return (this.#s.getMeta.get(key) as { value: string } | undefined)?.value;
+    const r = await this.store.db.selectFrom('audit_meta').select('value').where('key', '=', key).executeTakeFirst();
+    return r?.value;
+  }
+
+  /** Inserts `key` = `value` unless `key` exists. @returns the value now stored (the existing one if there was one) */
+  async initMeta(key: string, value: string): Promise<string> {
+    if (this.#s) this.#s.initMeta.run(key, value);
+    else await this.store.db.insertInto('audit_meta').values({ key, value }).onConflict((oc) => oc.column('key').doNothing()).execute();
+    return (await this.getMeta(key))!;
+  }
+
+  // ----- queue -----
+
+  /** Up to `limit` queued entries in `seq` order. */
+  async readQueue(limit: number): Promise<QueuedEntry[]> {
+    if (this.#s) {
+      const rows = this.#s.readQueue.all(limit) as { seq: number; entry_id: string; entry: Buffer }[];
+      return rows.map((r) => ({ seq: r.seq, entryId: r.entry_id, entry: u8(r.entry) }));
+    }
+    const rows = await this.store.db.selectFrom('audit_queue').select(['seq', 'entry_id', 'entry']).orderBy('seq').limit(limit).execute();
+    return rows.map((r) => ({ seq: Number(r.seq), entryId: r.entry_id, entry: u8(r.entry as Buffer) }));
+  }
+
+  /** Number of queued (not yet integrated) entries. */
+  async queueLength(): Promise<number> {
+    if (this.#s) return (this.#s.queueLength.get() as { n: number }).n;
+    const r = await sql<{ n: string | number }>`select count(*) as n from audit_queue`.execute(this.store.db);
+    return Number(r.rows[0]?.n ?? 0);
+  }
+
+  /** A queued entry by id (not yet integrated), or undefined. */
+  async queuedEntry(id: string): Promise<Uint8Array | undefined> {
+    if (this.#s) {
+      const r = this.#s.queuedEntry.get(id) as { entry: Buffer } | undefined;
+      return r ? u8(r.entry) : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_queue').select('entry').where('entry_id', '=', id).executeTakeFirst();
+    return r ? u8(r.entry as Buffer) : undefined;
+  }
+
+  /**
+   * Writes one integration round atomically: the new tiles and bundles (plain INSERTs: a
+   * (level, idx, width) that exists already makes the round fail, so nothing is ever rewritten),
+   * the index rows, the deletion of exactly the integrated queue rows, and `integrated_size`.
+   * @throws the database error (nothing is written then)
+   */
+  async commitIntegration(c: IntegrationCommit): Promise<void> {
+    const size = c.size.toString();
+    if (this.#s) {
+      this.#s.commit(c, size);
+      return;
+    }
+    await this.store.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < c.tiles.length; i += PG_BLOB_CHUNK) {
+        await trx
+          .insertInto('audit_tiles')
+          .values(c.tiles.slice(i, i + PG_BLOB_CHUNK).map((t) => ({ level: t.level, idx: Number(t.index), width: t.width, data: buf(t.data) })))
+          .execute();
+      }
+      for (let i = 0; i < c.bundles.length; i += PG_BLOB_CHUNK) {
+        await trx
+          .insertInto('audit_bundles')
+          .values(c.bundles.slice(i, i + PG_BLOB_CHUNK).map((b) => ({ idx: Number(b.index), width: b.width, data: buf(b.data) })))
+          .execute();
+      }
+      for (let i = 0; i < c.index.length; i += PG_CHUNK) {
+        await trx
+          .insertInto('audit_index')
+          .values(c.index.slice(i, i + PG_CHUNK).map(([entry_id, idx, leaf_hash]) => ({ entry_id, idx: Number(idx), leaf_hash })))
+          .execute();
+      }
+      for (let i = 0; i < c.seqs.length; i += PG_CHUNK) {
+        const part = c.seqs.slice(i, i + PG_CHUNK);
+        const r = await trx.deleteFrom('audit_queue').where('seq', 'in', part).executeTakeFirst();
+        if (Number(r.numDeletedRows) !== part.length) throw new Error('audit queue rows vanished during integration (a second integrator?)');
+      }
+      await trx
+        .insertInto('audit_meta')
+        .values({ key: 'integrated_size', value: size })
+        .onConflict((oc) => oc.column('key').doUpdateSet({ value: size }))
+        .execute();
+    });
+  }
+
+  // ----- tiles (TileReader) -----
+
+  /**
+   * Body of tile (level, index, width) for computing hashes: the stored tile of the smallest width
+   * ≥ `width`, cut to `width` hashes (tiles are immutable and each narrower tile is a prefix of the
+   * wider ones, spec §9.3), so roots and proofs work at any size up to the integrated one.
+   * @throws TlogError `NOT_FOUND`
+   */
+  readTile(level: number, index: bigint, width: number): Uint8Array | Promise<Uint8Array> {
+    if (this.#s) {
+      const r = this.#s.tileAtLeast.get(level, index, width) as { data: Buffer } | undefined;
+      if (!r) throw new TlogError('NOT_FOUND', `tile ${level}/${index}/${width} not found`);
+      return u8(r.data).subarray(0, width * 32);
+    }
+    return (async () => {
+      const r = await this.store.db
+        .selectFrom('audit_tiles')
+        .select('data')
+        .where('level', '=', level)
+        .where('idx', '=', Number(index))
+        .where('width', '>=', width)
+        .orderBy('width')
+        .limit(1)
+        .executeTakeFirst();
+      if (!r) throw new TlogError('NOT_FOUND', `tile ${level}/${index}/${width} not found`);
+      return u8(r.data as Buffer).subarray(0, width * 32);
+    })();
+  }
+
+  /** Exact stored body of a tile, or undefined (no fallback; for serving). */
+  async tileExact(level: number, index: bigint, width: number): Promise<Uint8Array | undefined> {
+    if (this.#s) {
+      const r = this.#s.tile.get(level, index, width) as { data: Buffer } | undefined;
+      return r ? u8(r.data) : undefined;
+    }
+    const r = await this.store.db
+      .selectFrom('audit_tiles')
+      .select('data')
+      .where('level', '=', level)
+      .where('idx', '=', Number(index))
+      .where('width', '=', width)
+      .executeTakeFirst();
+    return r ? u8(r.data as Buffer) : undefined;
+  }
+
+  /**
+   * Body of entry bundle (index, width): the exact one, else the first `width` entries of the
+   * smallest wider stored bundle (spec §9.3).
+   * @throws TlogError `NOT_FOUND`, `MALFORMED_ENTRY_BUNDLE`
+   */
+  readEntryBundle(index: bigint, width: number): Uint8Array | Promise<Uint8Array> {
+    const cut = (d: Uint8Array | undefined, w: number | undefined): Uint8Array => {
+      if (!d || w === undefined) throw new TlogError('NOT_FOUND', `entry bundle ${index}/${width} not found`);
+      return w === width ? d : encodeEntryBundle(decodeEntryBundle(d, w).slice(0, width));
+    };
+    if (this.#s) {
+      const r = this.#s.bundleAtLeast.get(index, width) as { data: Buffer; width: number } | undefined;
+      return cut(r ? u8(r.data) : undefined, r?.width);
+    }
+    return (async () => {
+      const r = await this.store.db
+        .selectFrom('audit_bundles')
+        .select(['data', 'width'])
+        .where('idx', '=', Number(index))
+        .where('width', '>=', width)
+        .orderBy('width')
+        .limit(1)
+        .executeTakeFirst();
+      return cut(r ? u8(r.data as Buffer) : undefined, r?.width);
+    })();
+  }
+
+  /** Exact stored body of an entry bundle, or undefined. */
+  async bundleExact(index: bigint, width: number): Promise<Uint8Array | undefined> {
+    if (this.#s) {
+      const r = this.#s.bundle.get(index, width) as { data: Buffer } | undefined;
+      return r ? u8(r.data) : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_bundles').select('data').where('idx', '=', Number(index)).where('width', '=', width).executeTakeFirst();
+    return r ? u8(r.data as Buffer) : undefined;
+  }
+
+  // ----- checkpoints -----
+
+  /** The signed checkpoint with the largest size, or undefined. */
+  async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
+    if (this.#s) {
+      const r = this.#s.latestCheckpoint.get() as { size: number; note: string } | undefined;
+      return r ? { size: BigInt(r.size), note: r.note } : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_checkpoints').select(['size', 'note']).orderBy('size', 'desc').limit(1).executeTakeFirst();
+    return r ? { size: BigInt(r.size), note: r.note } : undefined;
+  }
+
+  /** The signed note for exactly `size`, or undefined. */
+  async checkpointAt(size: bigint): Promise<string | undefined> {
+    if (this.#s) return (this.#s.checkpointAt.get(size) as { note: string } | undefined)?.note;
+    const r = await this.store.db.selectFrom('audit_checkpoints').select('note').where('size', '=', Number(size)).executeTakeFirst();
+    return r?.note;
+  }
+
+  /** Stores a signed checkpoint (a size is signed once: a second insert for the same size fails). */
+  async insertCheckpoint(size: bigint, note: string, now: number = Date.now()): Promise<void> {
+    if (this.#s) {
+      this.#s.insertCheckpoint.run(size, note, now);
+      return;
+    }
+    await this.store.db.insertInto('audit_checkpoints').values({ size: Number(size), note, created_at: now }).execute();
+  }
+
+  // ----- index -----
+
+  /** Leaf index of entry `id`, or undefined if it is not integrated (yet). */
+  async indexOf(id: string): Promise<bigint | undefined> {
+    if (this.#s) {
+      const r = this.#s.indexOf.get(id) as { idx: number } | undefined;
+      return r ? BigInt(r.idx) : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_index').select('idx').where('entry_id', '=', id).executeTakeFirst();
+    return r ? BigInt(r.idx) : undefined;
+  }
+
+  /** Lowest leaf index whose leaf hash is `hex` (lowercase), or undefined. */
+  async indexOfLeafHash(hex: string): Promise<bigint | undefined> {
+    if (this.#s) {
+      const r = this.#s.indexOfLeafHash.get(hex) as { idx: number | null } | undefined;
+      return r && r.idx !== null ? BigInt(r.idx) : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_index').select((eb) => eb.fn.min('idx').as('idx')).where('leaf_hash', '=', hex).executeTakeFirst();
+    return r && r.idx !== null && r.idx !== undefined ? BigInt(r.idx) : undefined;
+  }
+
+  // ----- salts -----
+
+  /** The commitment salt of entry `id`, or undefined (never written, or erased). */
+  async saltOf(id: string): Promise<Uint8Array | undefined> {
+    if (this.#s) {
+      const r = this.#s.saltOf.get(id) as { salt: Buffer } | undefined;
+      return r ? u8(r.salt) : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_secrets').select('salt').where('entry_id', '=', id).executeTakeFirst();
+    return r ? u8(r.salt as Buffer) : undefined;
+  }
+
+  /** Deletes the salt of entry `id`. @returns whether a salt was deleted */
+  async deleteSalt(id: string): Promise<boolean> {
+    if (this.#s) return this.#s.deleteSalt.run(id).changes > 0;
+    const r = await this.store.db.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+}
+
+function prepare(db: NonNullable<Store['sqlite']>) {
+  const insTile = db.prepare('INSERT INTO audit_tiles (level, idx, width, data) VALUES (?, ?, ?, ?)');
+  const insBundle = db.prepare('INSERT INTO audit_bundles (idx, width, data) VALUES (?, ?, ?)');
+  const insIndex = db.prepare('INSERT INTO audit_index (entry_id, idx, leaf_hash) VALUES (?, ?, ?)');
+  const delQueue = db.prepare('DELETE FROM audit_queue WHERE seq = ?');
+  const delRange = db.prepare('DELETE FROM audit_queue WHERE seq BETWEEN ? AND ?');
+  const setSize = db.prepare("INSERT INTO audit_meta (key, value) VALUES ('integrated_size', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  return {
+    getMeta: db.prepare('SELECT value FROM audit_meta WHERE key = ?'),
+    initMeta: db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
+    readQueue: db.prepare('SELECT seq, entry_id, entry FROM audit_queue ORDER BY seq LIMIT ?'),
+    queueLength: db.prepare('SELECT count(*) AS n FROM audit_queue'),
+    queuedEntry: db.prepare('SELECT entry FROM audit_queue WHERE entry_id = ? ORDER BY seq LIMIT 1'),
+    tile: db.prepare('SELECT data FROM audit_tiles WHERE level = ? AND idx = ? AND width = ?'),
+    bundle: db.prepare('SELECT data FROM audit_bundles WHERE idx = ? AND width = ?'),
+    tileAtLeast: db.prepare('SELECT data FROM audit_tiles WHERE level = ? AND idx = ? AND width >= ? ORDER BY width LIMIT 1'),
+    bundleAtLeast: db.prepare('SELECT data, width FROM audit_bundles WHERE idx = ? AND width >= ? ORDER BY width LIMIT 1'),
+    latestCheckpoint: db.prepare('SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1'),
+    checkpointAt: db.prepare('SELECT note FROM audit_checkpoints WHERE size = ?'),
+    insertCheckpoint: db.prepare('INSERT INTO audit_checkpoints (size, note, created_at) VALUES (?, ?, ?)'),
+    indexOf: db.prepare('SELECT idx FROM audit_index WHERE entry_id = ?'),
+    indexOfLeafHash: db.prepare('SELECT min(idx) AS idx FROM audit_index WHERE leaf_hash = ?'),
+    saltOf: db.prepare('SELECT salt FROM audit_secrets WHERE entry_id = ?'),
+    deleteSalt: db.prepare('DELETE FROM audit_secrets WHERE entry_id = ?'),
+    commit: db.transaction((c: IntegrationCommit, size: string) => {
+      for (const t of c.tiles) insTile.run(t.level, t.index, t.width, buf(t.data));
+      for (const b of c.bundles) insBundle.run(b.index, b.width, buf(b.data));
+      for (const [id, idx, hex] of c.index) insIndex.run(id, idx, hex);
+      const first = c.seqs[0];
+      const last = c.seqs[c.seqs.length - 1];
+      if (first !== undefined && last !== undefined && last - first + 1 === c.seqs.length) {
+        // The usual case: a contiguous run of seqs (read in seq order) — one range delete.
+        if (delRange.run(first, last).changes !== c.seqs.length) throw new Error('audit queue rows vanished during integration (a second integrator?)');
+      } else {
+        for (const seq of c.seqs) {
+          if (delQueue.run(seq).changes !== 1) throw new Error(`audit queue row ${seq} vanished during integration (a second integrator?)`);
+        }
+      }
+      setSize.run(size);
+    }),
+  };
+}
