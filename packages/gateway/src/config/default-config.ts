@@ -35,6 +35,12 @@ database:
 logging:
   level: info              # fatal | error | warn | info | debug | trace | silent
 
+audit:                     # the verifiable transparency log (docs/audit.md)
+  enabled: true
+  # origin: gw.example.gov/audit        # the log's name; generated once and kept when unset
+  key_file: ./data/audit-signing.key   # Ed25519 signing key, created on first start (mode 0600)
+  checkpoint_interval_ms: 1000
+
 backends:
   # The embedded engine: runs a GGUF model in-process (llama.cpp), fully offline.
   - id: embedded
