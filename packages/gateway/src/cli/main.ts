@@ -87,8 +87,12 @@ export async function main(argv: string[]): Promise<number> {
         if (sub !== 'check') break;
         const file = arg || values.config || process.env['SOVRA_CONFIG'] || 'sovra.yaml';
         if (!existsSync(file)) throw new Error(`${file}: no such file`);
-        parseConfig(readFileSync(file, 'utf8'), file, process.env);
+        const cfg = parseConfig(readFileSync(file, 'utf8'), file, process.env);
         process.stdout.write(`${file}: configuration is valid\n`);
+        cfg.backends.forEach((b, i) => {
+          if (b.provider === 'openai-compatible' && b.api_key_env && !process.env[b.api_key_env])
+            process.stdout.write(`warning: backends[${i}].api_key_env: environment variable ${b.api_key_env} is not set here; backend ${b.id} will not be ready\n`);
+        });
         return 0;
       }
     }

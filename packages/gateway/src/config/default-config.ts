@@ -28,6 +28,7 @@ server:
   # body_limit_bytes: 20971520     # 20 MiB, so base64 images pass; larger bodies get 413
   # sse_heartbeat_ms: 15000        # ': keep-alive' to idle streaming clients; 0 = off
   # max_request_timeout_ms: 600000 # upper bound for the x-sovra-timeout-ms request header
+  # request_timeout_ms: 120000     # a client must send its whole request within this
 
 database:
   url: "sqlite:./data/sovra.db"   # or postgres://user@host:5432/db
@@ -48,13 +49,13 @@ backends:
     model_path: ./models/sovra-austen-1m.Q8_0.gguf
     jurisdiction: ZZ       # ISO 3166-1 alpha-2 of where this engine runs; set yours (e.g. MY)
     threads: 1             # 1 is fastest for tiny models on small machines
-    context_size: 2048
+    context_size: 2048     # tokens; clamped to the model's own (256 for sovra-austen)
     contexts: 1            # concurrent generations; more requests queue
   # An external OpenAI-compatible engine (vLLM, SGLang, llama.cpp server, Ollama, TGI, ...):
   # - id: engine-1
   #   provider: openai-compatible
   #   base_url: http://127.0.0.1:8000/v1
-  #   api_key_env: ENGINE1_KEY        # name of the env var holding its key (optional)
+  #   api_key_env: ENGINE1_KEY        # optional; if present, that env var must be set (else this backend is not ready)
   #   jurisdiction: MY
   #   capabilities: { token_field: passthrough, stream_usage: true }
   #   timeouts: { connect_ms: 5000, first_byte_ms: 60000, idle_ms: 60000, total_ms: 600000 }

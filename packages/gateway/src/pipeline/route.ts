@@ -46,7 +46,8 @@ export class RouteTable {
       throw new GatewayError(400, 'invalid_request_error', 'unsupported_operation', `The model '${name}' does not support ${op}.`, 'model');
     const st = r.provider.state();
     if (!st.ready)
-      throw new GatewayError(503, 'service_unavailable', 'backend_not_ready', `The backend for model '${name}' is not ready: ${st.reason}`, null, { 'retry-after': '5' });
+      // The reason (which may name server paths) is for operators: /readyz and the log carry it.
+      throw new GatewayError(503, 'service_unavailable', 'backend_not_ready', `The backend for model '${name}' is not ready; try again later (operators: see /readyz).`, null, { 'retry-after': '5' });
     return r;
   }
 }

@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import type { BackendConfig } from '../config/schema.ts';
-import type { Provider } from './types.ts';
+import { UpstreamError, type Provider, type ProviderResult, type ProviderState } from './types.ts';
 import { OpenAiCompatibleProvider } from './openai-compatible/provider.ts';
 
 /** Logging hook for providers. */
@@ -14,7 +14,8 @@ export type ProviderLog = (level: 'info' | 'warn' | 'error', msg: string) => voi
  * @param backends configured backends
  * @param configDir folder of the configuration file (relative model paths resolve against it)
  * @param env environment for `api_key_env` lookups
- * @throws Error when a backend names an api_key_env that is not set
+ * A backend whose `api_key_env` names an unset variable becomes an {@link UnavailableProvider}
+ * (reported by /readyz and answered with 503 for its models) rather than stopping the gateway.
  */
 export async function buildProviders(backends: BackendConfig[], configDir: string, env: NodeJS.ProcessEnv, log: ProviderLog): Promise<Map<string, Provider>> {
   const out = new Map<string, Provider>();
@@ -24,7 +25,13 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
         let apiKey: string | undefined;
         if (b.api_key_env) {
           apiKey = env[b.api_key_env];
-          if (!apiKey) throw new Error(`backends[${b.id}].api_key_env: environment variable ${b.api_key_env} is not set`);
+          if (!apiKey) {
+            // Not fatal for the gateway: this backend is reported not ready, the others serve.
+            const reason = `environment variable ${b.api_key_env} (api_key_env) is not set`;
+            log('error', `backend ${b.id}: ${reason}; set it, or remove api_key_env if the engine needs no key`);
+            out.set(b.id, new UnavailableProvider(b.id, b.provider, reason));
+            break;
+          }
         }
         out.set(
           b.id,
@@ -58,4 +65,26 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
     }
   }
   return out;
+}
+
+/** A backend that cannot serve (misconfigured): never ready, with the reason. */
+export class UnavailableProvider implements Provider {
+  constructor(
+    readonly id: string,
+    readonly kind: string,
+    private readonly reason: string,
+  ) {}
+  supports(): boolean {
+    return true;
+  }
+  async start(): Promise<void> {
+    throw new Error(`backend ${this.id}: ${this.reason}`);
+  }
+  state(): ProviderState {
+    return { ready: false, reason: this.reason };
+  }
+  async call(): Promise<ProviderResult> {
+    throw new UpstreamError('connect', `backend ${this.id} is not configured correctly`);
+  }
+  async close(): Promise<void> {}
 }
