@@ -107,6 +107,38 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     },
   });
 
+  /** Start-up after the server listens: store, migrations, audit log, journal, backends. */
+  async function startAfterListen(url: string): Promise<string> {
+    store = await openStore(resolveDatabaseUrl(config.database.url, opts.configDir), config.database.schema ? { pgSchema: config.database.schema } : {});
+    await store.migrate();
+    if (audited) {
+      phase = 'the audit log is opening';
+      const keyFile = isAbsolute(config.audit.key_file) ? config.audit.key_file : resolve(opts.configDir, config.audit.key_file);
+      auditLog = await AuditLog.open(store, {
+        ...(config.audit.origin ? { origin: config.audit.origin } : {}),
+        keyFile,
+        env,
+        intervalMs: config.audit.checkpoint_interval_ms,
+        batchMax: config.audit.batch_max,
+        logger,
+      });
+      logger.info({ origin: auditLog.origin, vkey: auditLog.vkey, size: String(auditLog.latest().size) }, 'audit log open');
+      auditLog.start();
+    }
+    journal = new Journal(store);
+    auth = new KeyAuthenticator(store);
+    phase = null;
+    settled = Promise.all(
+      [...providers.values()].map((p) =>
+        p.start().then(
+          () => logger.info({ backend: p.id, kind: p.kind }, 'backend ready'),
+          (err: Error) => logger.error({ backend: p.id, kind: p.kind }, `backend ${p.id} failed to start: ${err.message}`),
+        ),
+      ),
+    ).then(() => undefined);
+    return url;
+  }
+
   return {
     app,
     logger,
@@ -116,34 +148,14 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     backendsSettled: () => settled,
     async start() {
       const url = await app.listen({ host: config.server.host, port: config.server.port });
-      store = await openStore(resolveDatabaseUrl(config.database.url, opts.configDir), config.database.schema ? { pgSchema: config.database.schema } : {});
-      await store.migrate();
-      if (audited) {
-        phase = 'the audit log is opening';
-        const keyFile = isAbsolute(config.audit.key_file) ? config.audit.key_file : resolve(opts.configDir, config.audit.key_file);
-        auditLog = await AuditLog.open(store, {
-          ...(config.audit.origin ? { origin: config.audit.origin } : {}),
-          keyFile,
-          env,
-          intervalMs: config.audit.checkpoint_interval_ms,
-          batchMax: config.audit.batch_max,
-          logger,
-        });
-        logger.info({ origin: auditLog.origin, vkey: auditLog.vkey, size: String(auditLog.latest().size) }, 'audit log open');
-        auditLog.start();
+      try {
+        return await startAfterListen(url);
+      } catch (err) {
+        // A start that fails (database, audit log integrity…) leaves nothing running behind it.
+        await app.close().catch(() => undefined);
+        await store?.close().catch(() => undefined);
+        throw err;
       }
-      journal = new Journal(store);
-      auth = new KeyAuthenticator(store);
-      phase = null;
-      settled = Promise.all(
-        [...providers.values()].map((p) =>
-          p.start().then(
-            () => logger.info({ backend: p.id, kind: p.kind }, 'backend ready'),
-            (err: Error) => logger.error({ backend: p.id, kind: p.kind }, `backend ${p.id} failed to start: ${err.message}`),
-          ),
-        ),
-      ).then(() => undefined);
-      return url;
     },
     async close() {
       await app.close();

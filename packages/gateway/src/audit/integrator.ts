@@ -92,6 +92,34 @@ export interface AuditLogOptions {
   lock?: IntegrationLock;
 }
 
+/**
+ * The integrator lease (audit_meta `integrator_lease` = `<owner> <expires ms>`): one process at a
+ * time integrates a log. A process takes the lease when it is absent or expired, renews it every
+ * round, and stops integrating if another took it. A second process started on the same database
+ * waits for the lease to expire (a crashed holder's lease runs out after {@link LEASE_MS}), then
+ * refuses to open the log. (Several replicas sharing one PostgreSQL database will need leader
+ * election — e.g. an advisory lock — that hands the lease over; not built yet.)
+ */
+export const LEASE_MS = 3_000;
+const LEASE_KEY = 'integrator_lease';
+
+/** Try to take or renew the lease for `owner`; @returns true when held. */
+export async function takeLease(storage: AuditStorage, owner: string, now = Date.now()): Promise<boolean> {
+  const cur = await storage.getMeta(LEASE_KEY);
+  const next = `${owner} ${now + LEASE_MS}`;
+  if (cur !== undefined) {
+    const [who, until] = cur.split(' ');
+    if (who !== owner && Number(until) > now) return false;
+  }
+  return storage.casMeta(LEASE_KEY, cur, next);
+}
+
+/** Give the lease up (on close), if still ours. */
+export async function releaseLease(storage: AuditStorage, owner: string): Promise<void> {
+  const cur = await storage.getMeta(LEASE_KEY);
+  if (cur?.split(' ')[0] === owner) await storage.casMeta(LEASE_KEY, cur, `${owner} 0`);
+}
+
 /** Raised when the stored log does not match the signed checkpoint or the configuration. */
 export class AuditIntegrityError extends Error {
   override readonly name = 'AuditIntegrityError';
@@ -114,6 +142,8 @@ export class AuditLog {
   #round: Promise<void> | null = null;
   #closed = false;
   #failures = 0;
+  /** This process's lease owner id. */
+  readonly #owner = randomBytes(8).toString('hex');
 
   private constructor(storage: AuditStorage, origin: string, signer: Signer & { vkey: string }, latest: PublishedCheckpoint, opts: AuditLogOptions) {
     this.storage = storage;
@@ -181,7 +211,15 @@ export class AuditLog {
       }
       latest = { size: cp.size, rootHash: cp.rootHash, note: stored.note };
     }
-    return new AuditLog(storage, origin, signer, latest, opts);
+    const log = new AuditLog(storage, origin, signer, latest, opts);
+    // One integrator per log: wait for a crashed holder's lease to run out, else refuse.
+    const until = Date.now() + LEASE_MS + 1_000;
+    while (!(await takeLease(storage, log.#owner))) {
+      if (Date.now() > until)
+        throw new AuditIntegrityError('another gateway process is integrating this audit log (its lease is live); one integrator per database is supported');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return log;
   }
 
   /** A verifier for this log's key (what auditors pin). */
@@ -248,6 +286,10 @@ export class AuditLog {
 
   async #roundLocked(): Promise<boolean> {
     const storage = this.storage;
+    if (!(await takeLease(storage, this.#owner))) {
+      this.#tiles = null;
+      throw new AuditIntegrityError('lost the integrator lease to another process; not integrating');
+    }
     if (!this.#tiles) {
       const size = BigInt((await storage.getMeta('integrated_size')) ?? '0');
       this.#tiles = await TileIntegrator.restore(size, storage, { hasher: nodeTreeHasher });
@@ -302,5 +344,6 @@ export class AuditLog {
     } catch {
       /* logged; the entries stay queued and are integrated at the next start */
     }
+    await releaseLease(this.storage, this.#owner).catch(() => undefined);
   }
 }

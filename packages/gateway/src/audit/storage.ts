@@ -66,6 +66,22 @@ export class AuditStorage implements TileReader {
     return (await this.getMeta(key))!;
   }
 
+  /**
+   * Compare-and-set of a meta value: sets `key` to `next` only if it currently holds `prev`
+   * (`prev` undefined = the key is absent). Atomic on both dialects (one statement).
+   * @returns true when this call changed it
+   */
+  async casMeta(key: string, prev: string | undefined, next: string): Promise<boolean> {
+    if (prev === undefined) {
+      if (this.#s) return this.#s.initMeta.run(key, next).changes === 1;
+      const r = await this.store.db.insertInto('audit_meta').values({ key, value: next }).onConflict((oc) => oc.column('key').doNothing()).executeTakeFirst();
+      return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+    }
+    if (this.#s) return this.#s.casMeta.run(next, key, prev).changes === 1;
+    const r = await this.store.db.updateTable('audit_meta').set({ value: next }).where('key', '=', key).where('value', '=', prev).executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
   // ----- queue -----
 
   /** Up to `limit` queued entries in `seq` order. */
@@ -301,6 +317,7 @@ function prepare(db: NonNullable<Store['sqlite']>) {
   return {
     getMeta: db.prepare('SELECT value FROM audit_meta WHERE key = ?'),
     initMeta: db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
+    casMeta: db.prepare('UPDATE audit_meta SET value = ? WHERE key = ? AND value = ?'),
     readQueue: db.prepare('SELECT seq, entry_id, entry FROM audit_queue ORDER BY seq LIMIT ?'),
     queueLength: db.prepare('SELECT count(*) AS n FROM audit_queue'),
     queuedEntry: db.prepare('SELECT entry FROM audit_queue WHERE entry_id = ? ORDER BY seq LIMIT 1'),

@@ -146,7 +146,7 @@ async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind:
   } else {
     ctx.outcome = 'upstream_error';
     const e = parsed?.['error'] as Record<string, unknown> | undefined;
-    ctx.errorCode = typeof e?.['code'] === 'string' ? (e['code'] as string) : typeof e?.['type'] === 'string' ? (e['type'] as string) : `http_${r.status}`;
+    ctx.errorCode = safeCode(e?.['code']) ?? safeCode(e?.['type']) ?? `http_${r.status}`;
   }
   ctx.status = r.status;
   ctx.commitments?.response(r.body);
@@ -383,5 +383,14 @@ function markUpstreamError(ctx: RequestContext, e: Record<string, unknown> | und
   ctx.outcome = 'upstream_error';
   const code = e?.['code'];
   const type = e?.['type'];
-  ctx.errorCode = typeof code === 'string' && code ? code : typeof type === 'string' && type && type !== 'error' ? type : fallback;
+  ctx.errorCode = safeCode(code) ?? (type !== 'error' ? safeCode(type) : undefined) ?? fallback;
+}
+
+/**
+ * An upstream error code as recorded (records and audit entries are public and permanent): only a
+ * short identifier (`insufficient_quota`, `rate_limit_exceeded`, …) is kept; anything else — free
+ * text an upstream might put there — is dropped (the caller falls back to a generic code).
+ */
+export function safeCode(v: unknown): string | undefined {
+  return typeof v === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(v) ? v : undefined;
 }

@@ -115,11 +115,12 @@ export class Pipeline implements DataPlane {
       const body = parsed.body;
       validateBody(op, body);
       ctx.body = body;
-      ctx.modelName = body['model'] as string;
       ctx.stream = body['stream'] === true;
       // 3. route
-      const route = this.deps.routes().resolve(ctx.modelName, op);
+      const route = this.deps.routes().resolve(body['model'] as string, op);
       ctx.route = route;
+      // Only a configured alias is recorded: a client-chosen string never reaches records or the log.
+      ctx.modelName = route.model.name;
       // 4. prepare
       const upstreamBody = prepareUpstreamBody(ctx, body, route);
       const deadline = this.deadline(req);

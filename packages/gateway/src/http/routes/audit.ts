@@ -121,6 +121,8 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
       const { latest, storage } = ready();
       const rest = (req.params as Record<string, string>)['*'] ?? '';
       const notFound = new HttpError(404, 'not_found', 'No such tile.');
+      // Tile paths are canonical (spec §9.2): a percent-encoded character is a different path.
+      if (req.url.includes('%')) throw notFound;
       let p;
       try {
         p = parseTilePath(`tile/${rest}`);
