@@ -12,7 +12,7 @@ const pg = process.env['SOVRA_TEST_POSTGRES_URL'];
 
 test('usage of 3e9 tokens from one upstream answer does not drop the batch of 20 records', { skip: !pg && 'SOVRA_TEST_POSTGRES_URL not set' }, async () => {
   // forward.ts:137-139 take any number; requests.prompt_tokens is `integer` (int4) on PostgreSQL, so the
-  // INSERT fails and RequestRecorder drops the whole batch ("11 request record(s) dropped after retry").
+  // INSERT used to fail and take the whole batch of records with it (now: bogus usage is ignored, and the journal retries rows one by one).
   let i = 0;
   const mock = await startMockUpstream({
     handler: () =>

@@ -1,5 +1,5 @@
 /**
- * Store, migrations, request recorder and API keys. Runs against SQLite always, and against
+ * Store, migrations, request reads and API keys. Runs against SQLite always, and against
  * PostgreSQL too when SOVRA_TEST_POSTGRES_URL is set (each run in a fresh schema, dropped afterwards).
  */
 import { after, before, describe, test } from 'node:test';
@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../src/store/db.ts';
-import { listRequests, RequestRecorder } from '../src/store/requests.ts';
+import { listRequests } from '../src/store/requests.ts';
 import type { RequestsTable } from '../src/store/schema.ts';
 import {
   createKey,
@@ -196,74 +196,6 @@ function suite(backend: Backend): void {
           }
         });
       }
-    });
-
-    describe('request recorder', () => {
-      test('many records are written in batches; all present after flush', async () => {
-        const s = await backend.open();
-        await s.migrate();
-        const errors: Error[] = [];
-        const rec = new RequestRecorder(s, { maxBatch: 100, flushIntervalMs: 10_000, onError: (e) => errors.push(e) });
-        const n = 1234;
-        for (let i = 0; i < n; i++) rec.record(row(i));
-        assert.ok(rec.pending < 100, 'full batches are handed off without waiting for the timer');
-        await rec.flush();
-        assert.equal(rec.pending, 0);
-        assert.equal(await countRows(s, 'requests'), n);
-        assert.deepEqual(errors, []);
-        const latest = await listRequests(s, { limit: 5 });
-        assert.equal(latest.length, 5);
-        assert.equal(latest[0]!.ts, 1_700_000_000_000 + n - 1);
-        assert.equal(latest[0]!.latency_ms, 13, 'fractional ms are rounded');
-        const since = await listRequests(s, { limit: 10_000, since: 1_700_000_000_000 + 1000 });
-        assert.equal(since.length, n - 1000);
-        await rec.close();
-      });
-
-      test('rows are written by the timer without an explicit flush', async () => {
-        const s = await backend.open();
-        await s.migrate();
-        const rec = new RequestRecorder(s, { flushIntervalMs: 20 });
-        for (let i = 0; i < 7; i++) rec.record(row(i));
-        const deadline = Date.now() + 3000;
-        while ((await countRows(s, 'requests')) < 7 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-        assert.equal(await countRows(s, 'requests'), 7);
-        await rec.close();
-      });
-
-      test('close() flushes pending rows; record() after close reports instead of throwing', async () => {
-        const s = await backend.open();
-        await s.migrate();
-        const errors: Error[] = [];
-        const rec = new RequestRecorder(s, { flushIntervalMs: 60_000, onError: (e) => errors.push(e) });
-        for (let i = 0; i < 10; i++) rec.record(row(i));
-        assert.equal(await countRows(s, 'requests'), 0);
-        await rec.close();
-        assert.equal(await countRows(s, 'requests'), 10);
-        assert.doesNotThrow(() => rec.record(row(99)));
-        assert.equal(errors.length, 1);
-        assert.match(errors[0]!.message, /closed/);
-        await rec.close();
-      });
-
-      test('a failing batch is retried once, then written row by row; what still fails is reported to onError; record never throws', async () => {
-        const s = await backend.open();
-        await s.migrate();
-        const errors: Error[] = [];
-        const rec = new RequestRecorder(s, { flushIntervalMs: 60_000, onError: (e) => errors.push(e) });
-        const dup = row(1);
-        rec.record(dup);
-        rec.record(dup); // duplicate primary key: the batch can never be written as a whole
-        await rec.flush();
-        // After the retry, rows are written one by one: the first copy lands, the duplicate is reported.
-        assert.equal(errors.length, 1);
-        assert.match(errors[0]!.message, /1 request record\(s\) dropped/);
-        assert.equal(await countRows(s, 'requests'), 1);
-        // The recorder keeps working afterwards.
-        rec.record(row(2));
-        await rec.close();
-        assert.equal(await countRows(s, 'requests'), 2);
-      });
     });
 
     describe('api keys', () => {

@@ -16,7 +16,7 @@ export interface Store {
   dialect: 'sqlite' | 'postgres';
   /**
    * SQLite only: the native better-sqlite3 handle, for hot paths that use cached prepared statements
-   * (the request recorder). Undefined on PostgreSQL.
+   * (the audit journal). Undefined on PostgreSQL.
    */
   sqlite?: BetterSqlite3.Database;
   /**
