@@ -25,7 +25,7 @@ import { UpstreamError, type ProviderResult } from '../providers/types.ts';
 import type { SseEvent } from '../sse/types.ts';
 import { formatComment, formatEvent } from '../sse/writer.ts';
 import { errorJson, GatewayError } from '../http/errors.ts';
-import { auditUnavailableMessage } from './audit-errors.ts';
+import { auditUnavailable, auditUnavailableMessage } from './audit-errors.ts';
 import type { RequestContext, Usage } from './context.ts';
 
 /** Options for {@link forward}. */
@@ -155,7 +155,7 @@ async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind:
     try {
       leaf = await opts.finalize();
     } catch {
-      throw new GatewayError(503, 'api_error', 'audit_unavailable', auditUnavailableMessage, null, { 'retry-after': '1' });
+      throw auditUnavailable();
     }
   }
   if (res.destroyed) return; // the client left while the record was committed: nothing to send

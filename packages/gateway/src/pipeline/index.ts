@@ -26,7 +26,7 @@ import { forward } from './forward.ts';
 import { prepareUpstreamBody } from './prepare.ts';
 import { estimateUsage, toRecord } from './record.ts';
 import { Commitments } from '../audit/record.ts';
-import { auditUnavailableMessage } from './audit-errors.ts';
+import { auditUnavailable } from './audit-errors.ts';
 import type { RouteTable } from './route.ts';
 import { parseJsonBody, validateBody } from './validate.ts';
 
@@ -51,10 +51,6 @@ export class AuditUnavailableError extends Error {
   override readonly name = 'AuditUnavailableError';
 }
 
-/** The 503 sent instead of an answer whose log entry could not be committed. */
-export function auditUnavailable(): GatewayError {
-  return new GatewayError(503, 'api_error', 'audit_unavailable', auditUnavailableMessage, null, { 'retry-after': '1' });
-}
 
 /** Response headers that tell the client its entry's leaf hash (spec §10.4). */
 export function leafHashHeaders(leaf: string | null): Record<string, string> {

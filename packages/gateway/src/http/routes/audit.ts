@@ -28,7 +28,7 @@ import {
 import { nodeTreeHasher } from '@sovra/tlog/node';
 import type { PublishedCheckpoint } from '../../audit/integrator.ts';
 import type { AuditStorage } from '../../audit/storage.ts';
-import { errorJson } from '../errors.ts';
+import { GatewayError } from '../errors.ts';
 
 /** What the routes read; `null` while the log is not open yet (then 503). */
 export interface AuditReadSource {
@@ -43,18 +43,13 @@ export interface AuditReadSource {
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 const CORS = { 'access-control-allow-origin': '*' };
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly param: string | null = null,
-  ) {
-    super(message);
-  }
+/** A read-API error: the shared {@link GatewayError}, typed by status as the API always did. */
+function httpError(status: number, code: string, message: string, param: string | null = null): GatewayError {
+  const type = status === 400 ? 'invalid_request_error' : status === 404 ? 'not_found_error' : 'api_error';
+  return new GatewayError(status, type, code, message, param);
 }
 
-const bad = (param: string, message: string) => new HttpError(400, 'invalid_parameter', message, param);
+const bad = (param: string, message: string) => httpError(400, 'invalid_parameter', message, param);
 
 /** The single string value of query parameter `name`, or undefined; repeated parameters are rejected. */
 function param(q: Record<string, unknown>, name: string): string | undefined {
@@ -80,7 +75,7 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
   const ready = (): { latest: PublishedCheckpoint; storage: AuditStorage } => {
     const latest = src.latest();
     const storage = src.storage();
-    if (!latest || !storage) throw new HttpError(503, 'not_ready', 'The audit log is starting.');
+    if (!latest || !storage) throw httpError(503, 'not_ready', 'The audit log is starting.');
     return { latest, storage };
   };
   const handle =
@@ -93,12 +88,12 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
           .headers({ ...CORS, 'content-type': r.type, 'cache-control': r.cache })
           .send(typeof r.body === 'string' ? r.body : Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength));
       } catch (err) {
-        const e = err instanceof HttpError ? err : new HttpError(500, 'internal_error', 'The audit log hit an internal error.');
-        if (!(err instanceof HttpError)) req.log.error({ err }, 'audit read API failed');
+        const e = err instanceof GatewayError ? err : httpError(500, 'internal_error', 'The audit log hit an internal error.');
+        if (!(err instanceof GatewayError)) req.log.error({ err }, 'audit read API failed');
         return reply
           .code(e.status)
           .headers({ ...CORS, 'content-type': 'application/json', 'cache-control': 'no-cache' })
-          .send(errorJson(e.message, e.status === 400 ? 'invalid_request_error' : e.status === 404 ? 'not_found_error' : 'api_error', e.code, e.param));
+          .send(e.body());
       }
     };
 
@@ -120,7 +115,7 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
     handle(async (req) => {
       const { latest, storage } = ready();
       const rest = (req.params as Record<string, string>)['*'] ?? '';
-      const notFound = new HttpError(404, 'not_found', 'No such tile.');
+      const notFound = httpError(404, 'not_found', 'No such tile.');
       // Tile paths are canonical (spec §9.2): a percent-encoded character is a different path.
       if (req.url.includes('%')) throw notFound;
       let p;
@@ -159,7 +154,7 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
       if (leafHex !== undefined) {
         if (!/^[0-9a-f]{64}$/.test(leafHex)) throw bad('leaf_hash', "'leaf_hash' must be 64 lowercase hex digits");
         const found = await storage.indexOfLeafHash(leafHex);
-        if (found === undefined || found >= treeSize) throw new HttpError(404, 'not_found', `No entry with that leaf hash in the tree of size ${treeSize}.`);
+        if (found === undefined || found >= treeSize) throw httpError(404, 'not_found', `No entry with that leaf hash in the tree of size ${treeSize}.`);
         index = found;
       } else {
         index = idxParam!;
