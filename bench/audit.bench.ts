@@ -27,7 +27,8 @@
  * Every loop is bounded by a count. Results are printed and written to `<out>/audit-<timestamp>.json`.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { newRequestId } from '../packages/gateway/src/http/request-id.ts';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,7 +59,7 @@ function pct(sorted: number[], p: number): number {
 
 function sampleRow(i: number): RequestsTable {
   return {
-    id: randomUUID(),
+    id: newRequestId(),
     ts: Date.now(),
     key_id: 'key_3fZk2Qw8Lr0PaXy1',
     tenant_id: 'ten_Hq2mVx9Kd0Lz7Ap4',

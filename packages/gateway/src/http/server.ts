@@ -3,7 +3,7 @@
  * `/readyz`), and OpenAI-shaped errors for everything that goes wrong before a handler runs
  * (bad JSON, body too large, unknown route).
  */
-import { randomUUID } from 'node:crypto';
+import { newRequestId } from './request-id.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from '../telemetry/logger.ts';
 import { GatewayError, errorJson } from './errors.ts';
@@ -34,7 +34,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     loggerInstance: opts.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'req_id' }),
     bodyLimit: opts.bodyLimit,
-    genReqId: () => randomUUID(),
+    genReqId: newRequestId,
     requestIdHeader: false,
     keepAliveTimeout: 72_000,
     return503OnClosing: true,
