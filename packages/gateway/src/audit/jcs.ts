@@ -13,11 +13,11 @@
 export function canonicalize(value: unknown): string {
   switch (typeof value) {
     case 'string':
-      if (LONE_SURROGATE.test(value)) throw new TypeError('JCS: string contains a lone surrogate');
-      return JSON.stringify(value);
+      if (!wellFormed(value)) throw new TypeError('JCS: string contains a lone surrogate');
+      return quote(value);
     case 'number':
       if (!Number.isFinite(value)) throw new TypeError(`JCS: number ${value} cannot be represented`);
-      return JSON.stringify(value);
+      return String(value); // ES Number::toString, as JSON.stringify (and -0 → "0")
     case 'boolean':
       return value ? 'true' : 'false';
     case 'object': {
@@ -33,13 +33,16 @@ export function canonicalize(value: unknown): string {
         return s + ']';
       }
       const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
+      const keys = Object.keys(obj).sort();
       let s = '{';
+      let first = true;
       for (let i = 0; i < keys.length; i++) {
-        if (i > 0) s += ',';
         const k = keys[i]!;
-        if (LONE_SURROGATE.test(k)) throw new TypeError('JCS: member name contains a lone surrogate');
-        s += JSON.stringify(k) + ':' + canonicalize(obj[k]);
+        const v = obj[k];
+        if (v === undefined) continue;
+        if (!wellFormed(k)) throw new TypeError('JCS: member name contains a lone surrogate');
+        s += (first ? '' : ',') + quote(k) + ':' + canonicalize(v);
+        first = false;
       }
       return s + '}';
     }
@@ -48,4 +51,10 @@ export function canonicalize(value: unknown): string {
   }
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** JSON string literal of a well-formed `s` (JSON.stringify's escaping; fast path when nothing needs escaping). */
+const quote = (s: string): string => (NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : '"' + s + '"');
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /["\\\u0000-\u001f]/;
+
+/** True when `s` has no lone surrogate (ES2024 `String.prototype.isWellFormed`, in Node ≥ 20). */
+const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
