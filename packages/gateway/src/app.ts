@@ -24,6 +24,7 @@ import { KeyAuthenticator } from './keys/keys.ts';
 import { isAbsolute, resolve } from 'node:path';
 import { Journal } from './audit/journal.ts';
 import { AuditLog } from './audit/integrator.ts';
+import { StoreWorker, type RunningAuditLog } from './audit/store-worker.ts';
 import { createJournalSink } from './audit/sink.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 
@@ -45,7 +46,7 @@ export interface Gateway {
   /** The journal (request rows and log entries); `flush()` waits for everything written so far. */
   recorder(): Journal;
   /** The transparency log, when `audit.enabled` (available after {@link Gateway.start}). */
-  audit(): AuditLog | undefined;
+  audit(): RunningAuditLog | undefined;
   /** Listen, migrate, start backends. Resolves with the base URL once migrations are done. */
   start(): Promise<string>;
   /** Resolves when every backend finished starting (successfully or not). */
@@ -64,7 +65,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
 
   let store: Store | undefined;
   let journal: Journal | undefined;
-  let auditLog: AuditLog | undefined;
+  let auditLog: RunningAuditLog | undefined;
+  let storeWorker: StoreWorker | undefined;
   const audited = config.audit.enabled;
   let auth: KeyAuthenticator | undefined;
   let phase: string | null = 'database migrations are running';
@@ -111,21 +113,25 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   async function startAfterListen(url: string): Promise<string> {
     store = await openStore(resolveDatabaseUrl(config.database.url, opts.configDir), config.database.schema ? { pgSchema: config.database.schema } : {});
     await store.migrate();
+    // SQLite file: commits and integration run on the store worker thread, off the event loop.
+    storeWorker = StoreWorker.for(store, logger);
     if (audited) {
       phase = 'the audit log is opening';
       const keyFile = isAbsolute(config.audit.key_file) ? config.audit.key_file : resolve(opts.configDir, config.audit.key_file);
-      auditLog = await AuditLog.open(store, {
+      const auditOpts = {
         ...(config.audit.origin ? { origin: config.audit.origin } : {}),
         keyFile,
-        env,
         intervalMs: config.audit.checkpoint_interval_ms,
         batchMax: config.audit.batch_max,
-        logger,
-      });
+      };
+      const signingKey = env['SOVRA_AUDIT_SIGNING_KEY'];
+      auditLog = storeWorker
+        ? await storeWorker.openAudit(store, { ...auditOpts, env: signingKey === undefined ? {} : { SOVRA_AUDIT_SIGNING_KEY: signingKey } })
+        : await AuditLog.open(store, { ...auditOpts, env, logger });
       logger.info({ origin: auditLog.origin, vkey: auditLog.vkey, size: String(auditLog.latest().size) }, 'audit log open');
       auditLog.start();
     }
-    journal = new Journal(store);
+    journal = new Journal(store, storeWorker ? { committer: storeWorker } : {});
     auth = new KeyAuthenticator(store);
     phase = null;
     settled = Promise.all(
@@ -153,6 +159,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       } catch (err) {
         // A start that fails (database, audit log integrity…) leaves nothing running behind it.
         await app.close().catch(() => undefined);
+        await storeWorker?.close();
         await store?.close().catch(() => undefined);
         throw err;
       }
@@ -161,6 +168,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await app.close();
       await journal?.close();
       await auditLog?.close();
+      await storeWorker?.close();
       await Promise.all([...providers.values()].map((p) => p.close().catch(() => undefined)));
       await store?.close();
     },

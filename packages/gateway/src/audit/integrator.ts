@@ -90,6 +90,8 @@ export interface AuditLogOptions {
   batchMax: number;
   logger: Logger;
   lock?: IntegrationLock;
+  /** Called after each new checkpoint is stored and served (not for the one found at open). */
+  onPublish?: (cp: PublishedCheckpoint) => void;
 }
 
 /**
@@ -101,6 +103,10 @@ export interface AuditLogOptions {
  * election — e.g. an advisory lock — that hands the lease over; not built yet.)
  */
 export const LEASE_MS = 3_000;
+/** Hashes per full tile and entries per full bundle (spec §9). */
+const TILE_WIDTH = 256;
+/** Most entries per integration transaction (a multiple of {@link TILE_WIDTH}). */
+const CHUNK_ENTRIES = 16 * TILE_WIDTH;
 const LEASE_KEY = 'integrator_lease';
 
 /** Try to take or renew the lease for `owner`; @returns true when held. */
@@ -296,10 +302,17 @@ export class AuditLog {
     }
     const t = this.#tiles;
     const rows = await storage.readQueue(this.#opts.batchMax);
-    if (rows.length > 0) {
+    // Written in chunks of at most CHUNK_ENTRIES that end on tile boundaries, one transaction each,
+    // yielding to the event loop in between so the journal's commits (same thread, same database)
+    // are never held up for a whole round; only the last chunk writes partial tiles and bundles.
+    for (let at = 0; at < rows.length; ) {
+      if (at > 0) await new Promise<void>((r) => setImmediate(r));
+      const room = CHUNK_ENTRIES - Number(t.size % BigInt(TILE_WIDTH));
+      const chunk = rows.slice(at, at + room);
+      at += chunk.length;
       const index: Array<readonly [string, bigint, string]> = [];
       const seqs: number[] = [];
-      for (const r of rows) {
+      for (const r of chunk) {
         const { index: i, leafHash } = t.appendEntry(r.entry);
         index.push([r.entryId, i, Buffer.from(leafHash.buffer, leafHash.byteOffset, leafHash.byteLength).toString('hex')]);
         seqs.push(r.seq);
@@ -330,6 +343,7 @@ export class AuditLog {
     const note = signCheckpoint({ origin: this.origin, size, rootHash: fromTiles }, [this.#signer]);
     await this.storage.insertCheckpoint(size, note);
     this.#latest = { size, rootHash: fromTiles, note };
+    this.#opts.onPublish?.(this.#latest);
   }
 
   /** Stops the rounds; runs a final round so the last checkpoint covers everything queued. Idempotent. */

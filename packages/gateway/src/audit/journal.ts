@@ -10,13 +10,19 @@
  * under load batches grow instead of paying one transaction per turn (a WAL commit writes every
  * touched page, whatever the number of rows).
  *
- * - SQLite: only native better-sqlite3 prepared statements inside one synchronous
- *   `native.transaction()` — never a Kysely transaction, which spans several ticks on the shared
- *   connection and could otherwise interleave with (and put journal rows inside) another open
- *   transaction. If a transaction is open on the connection when a batch is due (someone else's
- *   multi-tick transaction), the batch waits for the next turn.
- *   Durability: the store runs WAL with `synchronous=NORMAL`, so a committed batch survives a
- *   process crash (SIGKILL) but the last commits before an OS crash or power loss may be lost.
+ * - With a `committer` (the gateway on a SQLite file): the **store worker thread** (`store-worker.ts`),
+ *   with its own connection to the same file, commits the batches, so the synchronous commits never
+ *   block the event loop. Each turn's items are handed over at `setImmediate`; the worker takes every
+ *   batch already waiting when it becomes free into one transaction — group commit that grows with
+ *   load, with no added latency when idle. If the worker dies, the items in flight are rejected and
+ *   later writes fall back to the in-thread mode.
+ * - SQLite without a committer (in memory, the CLI): in-thread, native better-sqlite3 prepared statements
+ *   inside one synchronous `native.transaction()` — never a Kysely transaction, which spans several
+ *   ticks on the shared connection and could otherwise interleave with (and put journal rows inside)
+ *   another open transaction. If a transaction is open on the connection when a batch is due
+ *   (someone else's multi-tick transaction), the batch waits for the next turn.
+ *   Durability (both SQLite modes): the store runs WAL with `synchronous=NORMAL`, so a committed batch
+ *   survives a process crash (SIGKILL) but the last commits before an OS crash or power loss may be lost.
  * - PostgreSQL: one Kysely transaction of multi-row INSERTs per batch, one batch in flight at a time
  *   (the next batch gathers meanwhile).
  *
@@ -24,9 +30,12 @@
  * bad item (e.g. a duplicate id) does not take the others with it; every item whose own transaction
  * fails is rejected with the database error. Nothing is dropped silently.
  */
+import { encodeBase64 } from '@sovra/tlog';
+import { nodeTreeHasher } from '@sovra/tlog/node';
 import type { Store } from '../store/db.ts';
 import type { RequestsTable } from '../store/schema.ts';
 import { REQUEST_COLUMNS, ROWS_PER_STATEMENT, normalise } from '../store/requests.ts';
+import { encodeRecord, requestRecord, type RecordCommitments } from './record.ts';
 
 /** One unit of the journal; every part is optional, all parts commit together. */
 export interface JournalItem {
@@ -34,6 +43,12 @@ export interface JournalItem {
   request?: RequestsTable;
   /** A transparency-log entry: its id and exact bytes (≤ 65 535), queued for integration. */
   entry?: { id: string; bytes: Uint8Array };
+  /**
+   * Instead of `entry`: build the `request` record of `request` (the row) as this item's entry (id =
+   * the row's id), on the thread that commits — so that canonical JSON and hashing stay off the
+   * event loop when a worker commits.
+   */
+  requestEntry?: { tenant: string | null; commitments: RecordCommitments };
   /** The commitment salt of an entry (`audit_secrets`). */
   salt?: { id: string; salt: Uint8Array };
 }
@@ -44,13 +59,31 @@ export interface JournalOptions {
   batchMax?: number;
   /** Clock for `created_at` columns, ms (default `Date.now`). */
   now?: () => number;
-  /** Least time between the starts of two commits, ms (default 1; 0 = cut at every turn). */
+  /** In-thread modes: least time between the starts of two commits, ms (default 1; 0 = cut at every turn). */
   minIntervalMs?: number;
+  /**
+   * Commit batches elsewhere — the store worker thread (`StoreWorker`), which has its own connection
+   * to the same SQLite file. Without it, SQLite batches are committed in-thread.
+   */
+  committer?: BatchCommitter;
+}
+
+/** Something that commits journal batches off the event loop (the store worker thread). */
+export interface BatchCommitter {
+  /** False once the committer died (the journal then commits in-thread). */
+  readonly alive: boolean;
+  /**
+   * Commits `items` (one transaction, per-item retry on failure; see {@link commitBatch}).
+   * @param now ms since the epoch, for `created_at`
+   * @returns per item: its error, or once committed its leaf hash (base64) / null without an entry
+   * @throws (rejects) when the committer died before answering
+   */
+  commit(items: JournalItem[], now: number): Promise<Array<Error | string | null>>;
 }
 
 interface Pending {
   item: JournalItem;
-  resolve: () => void;
+  resolve: (leaf: string | null) => void;
   reject: (err: Error) => void;
 }
 
@@ -70,8 +103,10 @@ export class Journal {
   #running: Promise<void> | null = null;
   readonly #outstanding = new Set<Promise<void>>();
   #closed = false;
-  #sqliteTx: ((items: JournalItem[], now: number) => void) | undefined;
+  #sqliteTx: JournalTx | undefined;
   readonly #minIntervalMs: number;
+  /** Worker mode: where batches are committed (null once it died: in-thread from then on). */
+  #worker: BatchCommitter | null = null;
   /** performance.now() of the last commit's start. */
   #lastCommit = -Infinity;
 
@@ -82,6 +117,7 @@ export class Journal {
     if (!(this.#batchMax >= 1)) throw new RangeError('batchMax must be >= 1');
     this.#now = opts.now ?? Date.now;
     this.#minIntervalMs = opts.minIntervalMs ?? 1;
+    this.#worker = opts.committer ?? null;
   }
 
   /** Items accepted but not yet committed or rejected. */
@@ -91,22 +127,25 @@ export class Journal {
 
   /**
    * Queues `item` for the next group commit.
-   * @returns a promise resolved once the item is durably committed
-   * @throws (rejects) the database error if its transaction failed, or an Error after {@link close}
+   * @returns a promise resolved once the item is durably committed, with the entry's leaf hash
+   *   (base64 `LH(entry)`, spec §3) when the item has an entry, else null
+   * @throws (rejects) the database error if its transaction failed, the record error if its entry
+   *   cannot be built, or an Error after {@link close}
    */
-  write(item: JournalItem): Promise<void> {
+  write(item: JournalItem): Promise<string | null> {
     if (this.#closed) return Promise.reject(new Error('journal is closed'));
     let copy: JournalItem;
     try {
       copy = {
         ...(item.request ? { request: normalise(item.request) } : {}),
         ...(item.entry ? { entry: { id: item.entry.id, bytes: item.entry.bytes } } : {}),
+        ...(item.requestEntry ? { requestEntry: item.requestEntry } : {}),
         ...(item.salt ? { salt: { id: item.salt.id, salt: item.salt.salt } } : {}),
       };
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const p = new Promise<void>((resolve, reject) => {
+    const p = new Promise<string | null>((resolve, reject) => {
       this.#pending.push({ item: copy, resolve, reject });
     });
     const tracked = p.then(
@@ -133,6 +172,13 @@ export class Journal {
   #schedule(): void {
     if (this.#scheduled) return;
     this.#scheduled = true;
+    if (this.#worker) {
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#post();
+      });
+      return;
+    }
     const wait = this.#lastCommit + this.#minIntervalMs - performance.now();
     const run = () => {
       this.#scheduled = false;
@@ -147,6 +193,33 @@ export class Journal {
     else setImmediate(run);
   }
 
+  /** Worker mode: hand everything pending over as one batch (the worker groups batches further). */
+  #post(): void {
+    const w = this.#worker;
+    if (!w || !w.alive) {
+      this.#worker = null; // the worker died: in-thread from now on
+      if (this.#pending.length > 0) this.#schedule();
+      return;
+    }
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, this.#batchMax);
+      w.commit(
+        batch.map((p) => p.item),
+        this.#now(),
+      ).then(
+        (results) =>
+          batch.forEach((p, i) => {
+            const r = results[i] ?? null;
+            if (r instanceof Error) p.reject(r);
+            else p.resolve(r);
+          }),
+        (err: unknown) => {
+          for (const p of batch) p.reject(asError(err));
+        },
+      );
+    }
+  }
+
   #drainSqlite(): void {
     const native = this.#store.sqlite!;
     if (native.inTransaction) {
@@ -154,9 +227,9 @@ export class Journal {
       setTimeout(() => this.#schedule(), 1).unref();
       return;
     }
-    let tx: (items: JournalItem[], now: number) => void;
+    let tx: JournalTx;
     try {
-      tx = this.#sqliteTx ??= prepareSqlite(native);
+      tx = this.#sqliteTx ??= prepareJournalTx(native);
     } catch (err) {
       // Cannot even prepare the statements (schema broken): fail everything waiting, retry preparing next time.
       for (const b of this.#pending.splice(0)) b.reject(asError(err));
@@ -164,24 +237,12 @@ export class Journal {
     }
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, this.#batchMax);
-      const now = this.#now();
-      try {
-        tx(batch.map((b) => b.item), now);
-        for (const b of batch) b.resolve();
-      } catch (err) {
-        if (batch.length === 1) {
-          batch[0]!.reject(asError(err));
-          continue;
-        }
-        for (const b of batch) {
-          try {
-            tx([b.item], now);
-            b.resolve();
-          } catch (e) {
-            b.reject(asError(e));
-          }
-        }
-      }
+      const results = commitBatch(tx, batch.map((b) => b.item), this.#now());
+      batch.forEach((b, i) => {
+        const r = results[i] ?? null;
+        if (r instanceof Error) b.reject(r);
+        else b.resolve(r);
+      });
     }
   }
 
@@ -189,20 +250,29 @@ export class Journal {
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, this.#batchMax);
       const now = this.#now();
+      const ready: Array<{ p: Pending; item: JournalItem; leaf: string | null }> = [];
+      for (const p of batch) {
+        try {
+          ready.push({ p, ...materialise(p.item) });
+        } catch (err) {
+          p.reject(asError(err));
+        }
+      }
+      if (ready.length === 0) continue;
       try {
-        await this.#commitPg(batch.map((b) => b.item), now);
-        for (const b of batch) b.resolve();
+        await this.#commitPg(ready.map((r) => r.item), now);
+        for (const r of ready) r.p.resolve(r.leaf);
       } catch (err) {
-        if (batch.length === 1) {
-          batch[0]!.reject(asError(err));
+        if (ready.length === 1) {
+          ready[0]!.p.reject(asError(err));
           continue;
         }
-        for (const b of batch) {
+        for (const r of ready) {
           try {
-            await this.#commitPg([b.item], now);
-            b.resolve();
+            await this.#commitPg([r.item], now);
+            r.p.resolve(r.leaf);
           } catch (e) {
-            b.reject(asError(e));
+            r.p.reject(asError(e));
           }
         }
       }
@@ -236,17 +306,80 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** One synchronous better-sqlite3 transaction writing a batch with cached prepared statements. */
-function prepareSqlite(native: NonNullable<Store['sqlite']>): (items: JournalItem[], now: number) => void {
+/** A prepared batch writer: throws the database error (the whole batch is rolled back). */
+export type JournalTx = (items: readonly JournalItem[], now: number) => void;
+
+/**
+ * Prepares one synchronous better-sqlite3 transaction that writes journal items (request rows,
+ * `audit_queue` entries, `audit_secrets` salts) with cached prepared statements.
+ * @param native an open connection whose schema is migrated
+ * @throws the database error when a statement cannot be prepared (schema not migrated)
+ */
+export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalTx {
   const cols = REQUEST_COLUMNS;
   const insReq = native.prepare(`INSERT INTO requests (${cols.join(', ')}) VALUES (${cols.map((c) => '@' + c).join(', ')})`);
   const insEntry = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at) VALUES (?, ?, ?)');
   const insSalt = native.prepare('INSERT INTO audit_secrets (entry_id, salt, created_at) VALUES (?, ?, ?)');
-  return native.transaction((items: JournalItem[], now: number) => {
+  return native.transaction((items: readonly JournalItem[], now: number) => {
     for (const it of items) {
       if (it.request) insReq.run(it.request);
       if (it.entry) insEntry.run(it.entry.id, toBuffer(it.entry.bytes), now);
       if (it.salt) insSalt.run(it.salt.id, toBuffer(it.salt.salt), now);
     }
   });
+}
+
+/**
+ * An item as written: `requestEntry` turned into `entry` (the canonical `request` record of the
+ * row), and the entry's base64 leaf hash (spec §3), or null without an entry.
+ * @throws the record error (TypeError / RangeError of `encodeRecord`)
+ */
+export function materialise(item: JournalItem): { item: JournalItem; leaf: string | null } {
+  let it = item;
+  if (item.requestEntry && item.request) {
+    const bytes = encodeRecord(requestRecord(item.request, item.requestEntry));
+    it = { request: item.request, entry: { id: item.request.id, bytes }, ...(item.salt ? { salt: item.salt } : {}) };
+  } else if (item.requestEntry) {
+    throw new TypeError('a journal item with requestEntry needs its request row');
+  }
+  return { item: it, leaf: it.entry ? encodeBase64(nodeTreeHasher.hashLeaf(it.entry.bytes)) : null };
+}
+
+/**
+ * Materialises and commits `items` in one transaction; when that fails, retries each item in its
+ * own transaction so one bad item (a duplicate id…) does not take the others with it.
+ * @param now ms since the epoch (`created_at`)
+ * @returns per item: its error, or its leaf hash (base64) / null when it has no entry
+ */
+export function commitBatch(tx: JournalTx, items: readonly JournalItem[], now: number): Array<Error | string | null> {
+  const out: Array<Error | string | null> = new Array(items.length).fill(null);
+  const ready: JournalItem[] = [];
+  const at: number[] = [];
+  items.forEach((item, i) => {
+    try {
+      const m = materialise(item);
+      ready.push(m.item);
+      at.push(i);
+      out[i] = m.leaf;
+    } catch (err) {
+      out[i] = asError(err);
+    }
+  });
+  if (ready.length === 0) return out;
+  try {
+    tx(ready, now);
+  } catch (err) {
+    if (ready.length === 1) {
+      out[at[0]!] = asError(err);
+      return out;
+    }
+    ready.forEach((it, k) => {
+      try {
+        tx([it], now);
+      } catch (e) {
+        out[at[k]!] = asError(e);
+      }
+    });
+  }
+  return out;
 }

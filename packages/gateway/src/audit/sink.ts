@@ -8,7 +8,6 @@ import { encodeBase64 } from '@sovra/tlog';
 import { nodeTreeHasher } from '@sovra/tlog/node';
 import type { Logger } from '../telemetry/logger.ts';
 import type { RecordSink } from '../pipeline/index.ts';
-import { encodeRecord, requestRecord } from './record.ts';
 import type { Journal } from './journal.ts';
 
 /** Base64 `LH(entry)` (spec §3, §10.4). */
@@ -30,9 +29,8 @@ export function createJournalSink(journal: () => Journal | undefined, audited: b
         j.write({ request: row }).catch((err: unknown) => logger.error({ err, req_id: row.id }, 'writing the request record failed'));
         return null;
       }
-      const bytes = encodeRecord(requestRecord(row, { tenant, commitments: commitments.digests() }));
-      await j.write({ request: row, entry: { id: row.id, bytes }, salt: { id: row.id, salt: commitments.salt } });
-      return leafHashBase64(bytes);
+      // The record itself is built (canonical JSON, leaf hash) by the committing thread.
+      return j.write({ request: row, requestEntry: { tenant, commitments: commitments.digests() }, salt: { id: row.id, salt: commitments.salt } });
     },
   };
 }

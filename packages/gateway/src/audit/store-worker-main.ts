@@ -1,0 +1,155 @@
+/**
+ * Body of the store worker thread (see `store-worker.ts` for the protocol): its own connection to
+ * the SQLite file, the journal's batch commits, and the audit log's integrator.
+ *
+ * Group commit: a `commit` message starts a transaction at once when none started in the last
+ * {@link COMMIT_FLOOR_MS} (idle: no added latency), else when that floor has passed. Either way every
+ * message already waiting on the port is then taken at once (`receiveMessageOnPort`); all the
+ * commits among them go into one transaction (per-item retry on failure), then the other messages
+ * are handled in order. Integration rounds (async, chunked) interleave between transactions.
+ */
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { openStore } from '../store/db.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { commitBatch, prepareJournalTx, type JournalItem, type JournalTx } from './journal.ts';
+import { AuditLog, type PublishedCheckpoint } from './integrator.ts';
+import type { WorkerAuditOptions } from './store-worker.ts';
+
+const port = parentPort as MessagePort;
+const { file } = workerData as { file: string };
+const store = await openStore(`sqlite:${file}`);
+const native = store.sqlite!;
+let tx: JournalTx | undefined;
+let audit: AuditLog | undefined;
+
+type Msg =
+  | { t: 'commit'; b: number; items: JournalItem[]; now: number }
+  | { t: 'audit-open'; id: number; opts: WorkerAuditOptions }
+  | { t: 'audit-start' }
+  | { t: 'audit-drain'; id: number }
+  | { t: 'audit-close'; id: number }
+  | { t: 'exit' };
+
+const wire = (e: unknown) => {
+  const err = (e instanceof Error ? e : new Error(String(e))) as Error & { code?: unknown };
+  return { name: err.name, message: err.message, ...(typeof err.code === 'string' ? { code: err.code } : {}) };
+};
+
+/** A Logger that forwards to the main thread's logger (errors as name/message/stack). */
+function forwardingLogger(): Logger {
+  const send = (level: 'info' | 'warn' | 'error') => (obj: unknown, msg?: string) => {
+    const o: Record<string, unknown> = {};
+    if (obj && typeof obj === 'object') {
+      for (const [k, v] of Object.entries(obj)) o[k] = v instanceof Error ? { type: v.name, message: v.message, stack: v.stack } : v;
+    }
+    port.postMessage({ t: 'log', level, obj: o, msg: typeof obj === 'string' ? obj : (msg ?? '') });
+  };
+  const noop = () => undefined;
+  return { info: send('info'), warn: send('warn'), error: send('error'), debug: noop, trace: noop, fatal: send('error') } as unknown as Logger;
+}
+const logger = forwardingLogger();
+
+function commitAll(batches: Array<Extract<Msg, { t: 'commit' }>>): void {
+  const items = batches.flatMap((m) => m.items);
+  let results: Array<Error | string | null>;
+  try {
+    tx ??= prepareJournalTx(native);
+    results = commitBatch(tx, items, batches[0]!.now);
+  } catch (err) {
+    results = items.map(() => err as Error);
+  }
+  let k = 0;
+  for (const m of batches) {
+    const errors: Array<[number, ReturnType<typeof wire>]> = [];
+    const leaves: Array<string | null> = [];
+    for (let i = 0; i < m.items.length; i++, k++) {
+      const r = results[k] ?? null;
+      if (r instanceof Error) errors.push([i, wire(r)]);
+      leaves.push(r instanceof Error ? null : r);
+    }
+    port.postMessage({ t: 'committed', b: m.b, errors: errors.length ? errors : null, leaves });
+  }
+}
+
+async function reply(id: number, f: () => Promise<unknown>): Promise<void> {
+  try {
+    port.postMessage({ t: 'reply', id, ok: true, value: await f() });
+  } catch (err) {
+    port.postMessage({ t: 'reply', id, ok: false, error: wire(err) });
+  }
+}
+
+const publish = (cp: PublishedCheckpoint) => port.postMessage({ t: 'checkpoint', size: String(cp.size), rootHash: cp.rootHash, note: cp.note });
+
+function handle(m: Msg): void {
+  switch (m.t) {
+    case 'commit':
+      commitAll([m]);
+      return;
+    case 'audit-open':
+      void reply(m.id, async () => {
+        audit = await AuditLog.open(store, { ...m.opts, env: m.opts.env as NodeJS.ProcessEnv, logger, onPublish: publish });
+        const cp = audit.latest();
+        return { origin: audit.origin, vkey: audit.vkey, size: String(cp.size), rootHash: cp.rootHash, note: cp.note };
+      });
+      return;
+    case 'audit-start':
+      audit?.start();
+      return;
+    case 'audit-drain':
+      void reply(m.id, async () => {
+        await audit?.drain();
+        return null;
+      });
+      return;
+    case 'audit-close':
+      void reply(m.id, async () => {
+        await audit?.close();
+        return null;
+      });
+      return;
+    case 'exit':
+      void (async () => {
+        await audit?.close();
+        await store.close();
+        port.close();
+      })();
+      return;
+  }
+}
+
+/**
+ * Least time between the starts of two journal transactions, ms. Under load, commits that arrive
+ * sooner wait for the floor and go together, so each transaction (whose cost is mostly per page
+ * written, not per row) serves more requests; when idle, a commit starts at once.
+ */
+const COMMIT_FLOOR_MS = 2;
+let lastCommit = -Infinity;
+let waiting: Array<Extract<Msg, { t: 'commit' }>> = [];
+let timer: NodeJS.Timeout | undefined;
+
+function gatherAndCommit(): void {
+  timer = undefined;
+  const commits = waiting;
+  waiting = [];
+  const others: Msg[] = [];
+  for (let r = receiveMessageOnPort(port); r; r = receiveMessageOnPort(port)) {
+    const m = r.message as Msg;
+    if (m.t === 'commit') commits.push(m);
+    else others.push(m);
+  }
+  if (commits.length > 0) {
+    lastCommit = performance.now();
+    commitAll(commits);
+  }
+  for (const m of others) handle(m);
+}
+
+port.on('message', (m: Msg) => {
+  if (m.t !== 'commit') return handle(m);
+  waiting.push(m);
+  if (timer) return;
+  const wait = lastCommit + COMMIT_FLOOR_MS - performance.now();
+  if (wait <= 0) gatherAndCommit();
+  else timer = setTimeout(gatherAndCommit, wait);
+});
