@@ -95,12 +95,14 @@ export interface AuditLogOptions {
 }
 
 /**
- * The integrator lease (audit_meta `integrator_lease` = `<owner> <expires ms>`): one process at a
- * time integrates a log. A process takes the lease when it is absent or expired, renews it every
- * round, and stops integrating if another took it. A second process started on the same database
- * waits for the lease to expire (a crashed holder's lease runs out after {@link LEASE_MS}), then
- * refuses to open the log. (Several replicas sharing one PostgreSQL database will need leader
- * election — e.g. an advisory lock — that hands the lease over; not built yet.)
+ * The integrator lease (audit_meta `integrator_lease` = `<owner> <expires ms>`): leader election
+ * among the processes that share one database. A process takes the lease when it is absent or
+ * expired, renews it every round, and integrates only while it holds it. The others are **standby**
+ * integrators: each round they try to take the lease and otherwise only refresh the checkpoint they
+ * serve from the database; when the holder stops or crashes, its lease runs out after
+ * {@link LEASE_MS} and one standby takes over, rebuilding its state from storage. Safety does not
+ * depend on the lease alone: a round that overlaps another (e.g. a holder paused for longer than the
+ * lease) fails on the unique tile and queue constraints and is redone from storage.
  */
 export const LEASE_MS = 3_000;
 /** Hashes per full tile and entries per full bundle (spec §9). */
@@ -218,13 +220,8 @@ export class AuditLog {
       latest = { size: cp.size, rootHash: cp.rootHash, note: stored.note };
     }
     const log = new AuditLog(storage, origin, signer, latest, opts);
-    // One integrator per log: wait for a crashed holder's lease to run out, else refuse.
-    const until = Date.now() + LEASE_MS + 1_000;
-    while (!(await takeLease(storage, log.#owner))) {
-      if (Date.now() > until)
-        throw new AuditIntegrityError('another gateway process is integrating this audit log (its lease is live); one integrator per database is supported');
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    // Leader election: take the lease if it is free; otherwise start as a standby (see LEASE_MS).
+    if (!(await takeLease(storage, log.#owner))) opts.logger.info({ origin }, 'another process holds the audit integrator lease; this one is a standby integrator');
     return log;
   }
 
@@ -293,8 +290,10 @@ export class AuditLog {
   async #roundLocked(): Promise<boolean> {
     const storage = this.storage;
     if (!(await takeLease(storage, this.#owner))) {
+      // Standby: someone else integrates. Serve the newest checkpoint it published.
       this.#tiles = null;
-      throw new AuditIntegrityError('lost the integrator lease to another process; not integrating');
+      await this.#refreshLatest();
+      return false;
     }
     if (!this.#tiles) {
       const size = BigInt((await storage.getMeta('integrated_size')) ?? '0');
@@ -322,6 +321,20 @@ export class AuditLog {
     }
     if (t.size > this.#latest.size) await this.#publish(t.size, t.rootHash());
     return rows.length >= this.#opts.batchMax;
+  }
+
+  /** Standby: adopt the newest stored checkpoint if it verifies and is newer than the one served. */
+  async #refreshLatest(): Promise<void> {
+    const stored = await this.storage.latestCheckpoint();
+    if (!stored || stored.size <= this.#latest.size) return;
+    try {
+      const cp = openCheckpoint(stored.note, [this.#verifier], { origin: this.origin }).checkpoint;
+      if (cp.size !== stored.size) return;
+      this.#latest = { size: cp.size, rootHash: cp.rootHash, note: stored.note };
+      this.#opts.onPublish?.(this.#latest);
+    } catch (err) {
+      this.#opts.logger.error({ err, size: String(stored.size) }, 'AUDIT LOG: a stored checkpoint does not verify with this log\'s key; not serving it');
+    }
   }
 
   /** Steps 3–4 of a round: verify against the stored tiles and the last checkpoint, sign, store, serve. */
