@@ -126,7 +126,7 @@ function suite(backend: Backend): void {
         await s.migrate();
         await s.migrate();
         const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(s.db);
-        assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit']);
+        assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering']);
         assert.equal(await countRows(s, 'requests'), 0);
       });
 
@@ -163,7 +163,7 @@ function suite(backend: Backend): void {
           const c = await backend.open(a);
           await Promise.all([a.migrate(), b.migrate(), c.migrate()]);
           const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(a.db);
-          assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit']);
+          assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering']);
           assert.equal(await countRows(b, 'tenants'), 0);
         });
       } else {
@@ -190,7 +190,7 @@ function suite(backend: Backend): void {
           const s = await openStore(`sqlite:${file}`);
           try {
             const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(s.db);
-            assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit']);
+            assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering']);
           } finally {
             await s.close();
           }
@@ -253,7 +253,14 @@ function suite(backend: Backend): void {
       test('authenticate: valid accepted, unknown/malformed/revoked rejected', async () => {
         const auth = new KeyAuthenticator(store, { cacheTtlMs: 0 });
         const k = await createKey(store, { tenant: 'auth-t' });
-        assert.deepEqual(await auth.authenticate(k.key), { keyId: k.id, tenantId: k.tenantId, tenant: 'auth-t' });
+        assert.deepEqual(await auth.authenticate(k.key), {
+          keyId: k.id,
+          tenantId: k.tenantId,
+          tenant: 'auth-t',
+          modelAllowlist: null,
+          tenantAttributes: { jurisdiction: null, classification: null },
+          expiresAt: null,
+        });
         assert.equal(await auth.authenticate(generateKey()), null);
         assert.equal(await auth.authenticate(''), null);
         assert.equal(await auth.authenticate(k.key + 'x'), null);

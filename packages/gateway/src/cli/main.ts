@@ -5,6 +5,9 @@
  *   sovra keys create --tenant NAME [--name LABEL] print a new API key once
  *   sovra keys list                               list keys (never the key or its digest)
  *   sovra keys revoke ID                          revoke a key
+ *   sovra keys rotate ID [--overlap 24h]          new key with the same settings; the old one expires after the overlap
+ *   sovra tenants create|list|show|update         tenants (agencies) and their attributes
+ *   sovra admins create|list|revoke               admin principals and their admin keys (root of trust)
  *   sovra config check [FILE]                     validate a configuration file
  *   sovra audit vkey | verify | prove | check-proof | erase   transparency log (src/audit/cli.ts)
  *
@@ -22,14 +25,42 @@ import { Journal } from '../audit/journal.ts';
 import { apiKeyState, cliActor, recordAdminAction } from '../audit/admin.ts';
 import { auditCheckProof, auditProve, auditVerify, auditVkey, eraseEntry, type CliIo } from '../audit/cli.ts';
 import type { Store } from '../store/db.ts';
+import { GatewayError } from '../http/errors.ts';
+import {
+  createAdmin,
+  createTenant,
+  findTenant,
+  listAdmins,
+  listTenants,
+  revokeAdmin,
+  rotateApiKey,
+  updateTenant,
+  validateAllowlist,
+  type ChangeContext,
+  type Tenant,
+  type TenantAttributesInput,
+} from '../tenancy/index.ts';
 
 const USAGE = `usage: sovra <command> [options]
 
 commands:
   serve                                     run the gateway (default)
-  keys create --tenant NAME [--name LABEL]  create an API key; it is printed once
+  keys create --tenant NAME [--label LABEL] [--models a,b] [--expires ISO]
+                                            create an API key; it is printed once
+                                            (--name is an alias of --label)
   keys list                                 list API keys (id, tenant, label, prefix, state)
   keys revoke ID                            revoke an API key
+  keys rotate ID [--overlap 24h]            new key (printed once) with the same settings; the
+                                            old key keeps working for the overlap (s, m, h, d)
+  tenants create NAME [--display-name X] [--jurisdiction CC] [--classification LABEL]
+  tenants list | show ID|NAME
+  tenants update ID|NAME [--display-name X] [--jurisdiction CC] [--classification LABEL]
+                                            ('' clears an attribute)
+  admins create --role platform-admin|tenant-admin|auditor [--tenant ID|NAME] [--name N]
+                                            create an admin and print its admin key once
+                                            (a fresh install starts with --role platform-admin)
+  admins list                               list admins (never their keys)
+  admins revoke ID                          revoke an admin
   config check [FILE]                       validate a configuration file
   audit vkey                                print the transparency log's verifier key
   audit verify URL --vkey KEY [--prev FILE] [--full] [--save FILE]
@@ -55,6 +86,14 @@ export async function main(argv: string[]): Promise<number> {
         config: { type: 'string' },
         tenant: { type: 'string' },
         name: { type: 'string' },
+        label: { type: 'string' },
+        models: { type: 'string' },
+        expires: { type: 'string' },
+        overlap: { type: 'string' },
+        role: { type: 'string' },
+        'display-name': { type: 'string' },
+        jurisdiction: { type: 'string' },
+        classification: { type: 'string' },
         json: { type: 'boolean' },
         vkey: { type: 'string' },
         prev: { type: 'string' },
@@ -81,6 +120,10 @@ export async function main(argv: string[]): Promise<number> {
         return await serve(values.config);
       case 'keys':
         return await keys(sub, arg, values);
+      case 'tenants':
+        return await tenants(sub, arg, values);
+      case 'admins':
+        return await admins(sub, arg, values);
       case 'audit':
         return await audit(sub, arg, values);
       case 'config': {
@@ -172,14 +215,187 @@ async function audit(sub: string | undefined, arg: string | undefined, values: {
   }
 }
 
-async function keys(sub: string | undefined, arg: string | undefined, values: { config?: string | undefined; tenant?: string | undefined; name?: string | undefined; json?: boolean | undefined }): Promise<number> {
+/** Options of the tenancy verbs. */
+interface TenancyValues {
+  config?: string | undefined;
+  tenant?: string | undefined;
+  name?: string | undefined;
+  label?: string | undefined;
+  models?: string | undefined;
+  expires?: string | undefined;
+  overlap?: string | undefined;
+  role?: string | undefined;
+  'display-name'?: string | undefined;
+  jurisdiction?: string | undefined;
+  classification?: string | undefined;
+  json?: boolean | undefined;
+}
+
+/**
+ * A duration such as `90s`, `30m`, `24h`, `7d` or plain seconds, in ms.
+ * @throws Error for anything else
+ */
+export function parseDuration(s: string): number {
+  const m = /^([0-9]{1,9})(s|m|h|d)?$/.exec(s.trim());
+  if (!m) throw new Error(`invalid duration "${s}" (expected e.g. 90s, 30m, 24h, 7d)`);
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
+}
+
+/** An ISO 8601 date or date-time, in ms. @throws Error */
+function parseIsoTime(s: string, what: string): number {
+  const ms = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(ms)) throw new Error(`${what} must be an ISO 8601 date or date-time, e.g. 2030-01-31T00:00:00Z`);
+  return ms;
+}
+
+/**
+ * Runs `fn` with a change context for the CLI: actor `cli:<OS user>`, and a journal when the audit
+ * log is on (entries are written before the change; see src/tenancy/audited.ts).
+ */
+async function withChanges<T>(lc: LoadedConfig, store: Store, fn: (cc: ChangeContext) => Promise<T>): Promise<T> {
+  const journal = lc.config.audit.enabled ? new Journal(store) : null;
+  try {
+    return await fn({ store, journal, actor: cliActor() });
+  } catch (e) {
+    if (e instanceof GatewayError && e.code === 'audit_unavailable') throw new Error('nothing was changed: the audit entry could not be written', { cause: e });
+    throw e;
+  } finally {
+    await journal?.close();
+  }
+}
+
+async function tenantRef(store: Store, ref: string | undefined, verb: string): Promise<Tenant> {
+  if (!ref) throw new Error(`${verb} needs a tenant ID or NAME (see \`sovra tenants list\`)`);
+  const t = await findTenant(store, ref);
+  if (!t) throw new Error(`no tenant with id or name "${ref}"`);
+  return t;
+}
+
+function tenantAttrs(values: TenancyValues): TenantAttributesInput {
+  const v = (x: string | undefined) => (x === undefined ? undefined : x.trim() === '' ? null : x);
+  const a: TenantAttributesInput = {};
+  const dn = v(values['display-name']);
+  const j = v(values.jurisdiction);
+  const c = v(values.classification);
+  if (dn !== undefined) a.displayName = dn;
+  if (j !== undefined) a.jurisdiction = j;
+  if (c !== undefined) a.classification = c;
+  return a;
+}
+
+function printTenant(t: Tenant): void {
+  process.stdout.write(
+    `id:             ${t.id}\nname:           ${t.name}\ndisplay name:   ${t.displayName ?? '-'}\njurisdiction:   ${t.jurisdiction ?? '-'}\n` +
+      `classification: ${t.classification ?? '-'}\ncreated:        ${new Date(t.createdAt).toISOString()}\n`,
+  );
+}
+
+async function tenants(sub: string | undefined, arg: string | undefined, values: TenancyValues): Promise<number> {
+  const lc = load(values.config);
+  const store = await openConfiguredStore(lc);
+  try {
+    switch (sub) {
+      case 'create': {
+        const name = arg ?? values.name;
+        if (!name) throw new Error('tenants create needs a NAME');
+        const t = await withChanges(lc, store, (cc) => createTenant(cc, { name, ...tenantAttrs(values) }));
+        if (values.json) process.stdout.write(JSON.stringify(t) + '\n');
+        else process.stdout.write(`Created tenant ${t.id} ("${t.name}").\n`);
+        return 0;
+      }
+      case 'list': {
+        const ts = await listTenants(store);
+        if (values.json) {
+          process.stdout.write(JSON.stringify(ts) + '\n');
+          return 0;
+        }
+        process.stdout.write(['ID', 'NAME', 'DISPLAY NAME', 'JURISDICTION', 'CLASSIFICATION', 'CREATED'].join('\t') + '\n');
+        for (const t of ts)
+          process.stdout.write([t.id, t.name, t.displayName ?? '-', t.jurisdiction ?? '-', t.classification ?? '-', new Date(t.createdAt).toISOString()].join('\t') + '\n');
+        return 0;
+      }
+      case 'show': {
+        const t = await tenantRef(store, arg, 'tenants show');
+        if (values.json) process.stdout.write(JSON.stringify(t) + '\n');
+        else printTenant(t);
+        return 0;
+      }
+      case 'update': {
+        const t0 = await tenantRef(store, arg, 'tenants update');
+        const attrs = tenantAttrs(values);
+        if (Object.keys(attrs).length === 0) throw new Error('tenants update needs --display-name, --jurisdiction and/or --classification');
+        const t = await withChanges(lc, store, (cc) => updateTenant(cc, t0.id, attrs));
+        if (values.json) process.stdout.write(JSON.stringify(t) + '\n');
+        else printTenant(t);
+        return 0;
+      }
+      default:
+        throw new Error('tenants needs a subcommand: create | list | show | update');
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+async function admins(sub: string | undefined, arg: string | undefined, values: TenancyValues): Promise<number> {
+  const lc = load(values.config);
+  const store = await openConfiguredStore(lc);
+  try {
+    switch (sub) {
+      case 'create': {
+        if (!values.role) throw new Error('admins create needs --role platform-admin|tenant-admin|auditor');
+        const tenantId = values.tenant ? (await tenantRef(store, values.tenant, 'admins create --tenant')).id : null;
+        const { admin, secret } = await withChanges(lc, store, (cc) => createAdmin(cc, { role: values.role!, tenantId, name: values.name ?? null }));
+        if (values.json) process.stdout.write(JSON.stringify({ ...admin, key: secret }) + '\n');
+        else
+          process.stdout.write(
+            `Created ${admin.role} ${admin.id}${admin.name ? ` (${admin.name})` : ''}${admin.tenantId ? ` for tenant ${admin.tenantId}` : ''}.\n` +
+              `Store its admin key now; it will not be shown again:\n\n  ${secret}\n\n` +
+              `Use it as 'Authorization: Bearer <admin key>' on /admin/v1/… (e.g. GET /admin/v1/whoami).\n`,
+          );
+        return 0;
+      }
+      case 'list': {
+        const as = await listAdmins(store);
+        if (values.json) {
+          process.stdout.write(JSON.stringify(as) + '\n');
+          return 0;
+        }
+        process.stdout.write(['ID', 'ROLE', 'TENANT', 'NAME', 'PREFIX', 'CREATED', 'STATE'].join('\t') + '\n');
+        for (const a of as)
+          process.stdout.write(
+            [a.id, a.role, a.tenantId ?? '-', a.name ?? '-', a.prefix + '…', new Date(a.createdAt).toISOString(), a.revokedAt ? `revoked ${new Date(a.revokedAt).toISOString()}` : 'active'].join('\t') + '\n',
+          );
+        return 0;
+      }
+      case 'revoke': {
+        if (!arg) throw new Error('admins revoke needs an admin ID (see `sovra admins list`)');
+        await withChanges(lc, store, (cc) => revokeAdmin(cc, arg));
+        process.stdout.write(`Revoked admin ${arg}.\n`);
+        return 0;
+      }
+      default:
+        throw new Error('admins needs a subcommand: create | list | revoke');
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+async function keys(sub: string | undefined, arg: string | undefined, values: TenancyValues): Promise<number> {
   const lc = load(values.config);
   const store = await openConfiguredStore(lc);
   try {
     switch (sub) {
       case 'create': {
         if (!values.tenant) throw new Error('keys create needs --tenant NAME');
-        const k = await createKey(store, { tenant: values.tenant, ...(values.name ? { name: values.name } : {}) });
+        const label = values.label ?? values.name;
+        const modelAllowlist = values.models === undefined ? null : validateAllowlist(values.models.split(',').map((m) => m.trim()).filter((m) => m !== ''));
+        const expiresAt = values.expires === undefined ? null : parseIsoTime(values.expires, '--expires');
+        if (expiresAt !== null && expiresAt <= Date.now()) throw new Error('--expires must be in the future');
+        // `--tenant` is a name (created if missing, as before) or the id of an existing tenant.
+        const byId = values.tenant.startsWith('ten_') ? await findTenant(store, values.tenant) : null;
+        const k = await createKey(store, { tenant: byId?.name ?? values.tenant, ...(label ? { name: label } : {}), modelAllowlist, expiresAt });
         await auditAdmin(lc, store, 'keys.create', k.id, null, await apiKeyState(store, k.id));
         if (values.json) process.stdout.write(JSON.stringify({ id: k.id, tenant: k.tenant, name: k.name, key: k.key }) + '\n');
         else
@@ -211,8 +427,20 @@ async function keys(sub: string | undefined, arg: string | undefined, values: { 
         process.stdout.write(`Revoked key ${arg}.\n`);
         return 0;
       }
+      case 'rotate': {
+        if (!arg) throw new Error('keys rotate needs a key ID (see `sovra keys list`)');
+        const overlapMs = parseDuration(values.overlap ?? '24h');
+        const r = await withChanges(lc, store, (cc) => rotateApiKey(cc, arg, overlapMs));
+        if (values.json) process.stdout.write(JSON.stringify({ id: r.apiKey.id, key: r.secret, previous: r.previous.id, previousExpiresAt: r.previous.expiresAt }) + '\n');
+        else
+          process.stdout.write(
+            `Rotated key ${arg}: new key ${r.apiKey.id}. The old key stops working at ${new Date(r.previous.expiresAt!).toISOString()}.\n` +
+              `Store the new key now; it will not be shown again:\n\n  ${r.secret}\n\n`,
+          );
+        return 0;
+      }
       default:
-        throw new Error('keys needs a subcommand: create | list | revoke');
+        throw new Error('keys needs a subcommand: create | list | revoke | rotate');
     }
   } finally {
     await store.close();

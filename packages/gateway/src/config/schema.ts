@@ -152,6 +152,52 @@ export const auditSchema = z
   .strict()
   .default({});
 
+/**
+ * The price of one model alias, used for request costs (`requests.cost_micros`) and micro-USD budgets.
+ * Either per token, as hosted APIs bill:
+ * - `input_per_1m_usd`: USD per 1,000,000 prompt tokens;
+ * - `output_per_1m_usd`: USD per 1,000,000 completion tokens;
+ * or from the hardware it runs on (self-hosted engines):
+ * - `gpu_hour_usd`: what one GPU hour costs, in USD;
+ * - `tokens_per_gpu_hour`: tokens (prompt + completion) the deployment serves per GPU hour.
+ */
+export const modelPriceSchema = z.union([
+  z
+    .object({
+      input_per_1m_usd: z.number().finite().min(0),
+      output_per_1m_usd: z.number().finite().min(0),
+    })
+    .strict(),
+  z
+    .object({
+      gpu_hour_usd: z.number().finite().min(0),
+      tokens_per_gpu_hour: z.number().int().min(1),
+    })
+    .strict(),
+]);
+
+/**
+ * Metering: rate limits, budgets and prices (src/metering/). Limits and budgets themselves are set
+ * per tenant / key through the admin API and stored in the database; this section holds what is
+ * per deployment.
+ * - `redis_url`: `redis://…` or `rediss://…`. When set, rate-limit counters live in Redis, so the
+ *   limits hold across every gateway process sharing it; otherwise they are per process (memory).
+ * - `default_max_tokens`: completion tokens reserved against budgets and TPM limits for a request
+ *   that sets no `max_tokens` / `max_completion_tokens` (the real usage is settled afterwards).
+ * - `prices`: by model alias (as in `models[].name`); models without a price cost 0.
+ */
+export const meteringSchema = z
+  .object({
+    redis_url: z
+      .string()
+      .refine((u) => /^rediss?:\/\//i.test(u), 'must be a redis:// or rediss:// URL')
+      .optional(),
+    default_max_tokens: z.number().int().min(1).default(4096),
+    prices: z.record(z.string().min(1), modelPriceSchema).default({}),
+  })
+  .strict()
+  .default({});
+
 export const configSchema = z
   .object({
     server: z
@@ -185,6 +231,7 @@ export const configSchema = z
       .strict()
       .default({}),
     audit: auditSchema,
+    metering: meteringSchema,
     backends: z.array(backendSchema).default([]),
     models: z.array(modelSchema).default([]),
   })
@@ -227,3 +274,5 @@ export type BackendConfig = z.infer<typeof backendSchema>;
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type TokenField = z.infer<typeof tokenFieldSchema>;
 export type AuditConfig = z.infer<typeof auditSchema>;
+export type MeteringConfig = z.infer<typeof meteringSchema>;
+export type ModelPriceConfig = z.infer<typeof modelPriceSchema>;

@@ -9,6 +9,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import { GatewayError, errorJson } from './errors.ts';
 import { registerOpenAiRoutes, type DataPlane } from './routes/openai.ts';
 import { registerAuditRoutes, type AuditReadSource } from './routes/audit.ts';
+import { registerAdminRoutes, type AdminApiDeps } from './routes/admin.ts';
 
 /** Readiness as reported by `/readyz`. */
 export interface Readiness {
@@ -26,6 +27,8 @@ export interface ServerOptions {
   readiness: Readiness;
   /** The transparency log's read API (`/audit/*`, no API key); omitted when the audit log is off. */
   audit?: AuditReadSource;
+  /** The admin API (`/admin/v1/*`, admin keys); omitted = not served. */
+  admin?: AdminApiDeps;
 }
 
 /** Build (not start) the HTTP server. */
@@ -105,5 +108,6 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
 
   registerOpenAiRoutes(app, opts.dataPlane);
   if (opts.audit) registerAuditRoutes(app, opts.audit);
+  if (opts.admin) registerAdminRoutes(app, opts.admin);
   return app;
 }

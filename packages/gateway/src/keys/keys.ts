@@ -77,10 +77,16 @@ export interface CreatedKey {
  * Creates a key for tenant `tenant` (by name), creating the tenant if missing (race-safe:
  * insert-or-ignore on the unique name, then select). Stores only the digest and display prefix.
  *
+ * @param opts.modelAllowlist model aliases the key may use (validated by the caller, see
+ *   `src/tenancy/api-keys.ts`); omitted or null = every model
+ * @param opts.expiresAt when the key stops working, ms since epoch; omitted or null = never
  * @throws Error if the tenant name is empty / longer than 200 characters, the key name is longer
  *   than 200 characters, or the database fails.
  */
-export async function createKey(store: Store, opts: { tenant: string; name?: string }): Promise<CreatedKey> {
+export async function createKey(
+  store: Store,
+  opts: { tenant: string; name?: string; modelAllowlist?: string[] | null; expiresAt?: number | null },
+): Promise<CreatedKey> {
   const tenantName = typeof opts.tenant === 'string' ? opts.tenant.trim() : '';
   if (tenantName === '' || tenantName.length > MAX_TENANT_NAME) {
     throw new Error(`Tenant name must be 1-${MAX_TENANT_NAME} characters`);
@@ -109,6 +115,8 @@ export async function createKey(store: Store, opts: { tenant: string; name?: str
     prefix: key.slice(0, DISPLAY_PREFIX_LENGTH),
     created_at: now,
     revoked_at: null,
+    ...(opts.modelAllowlist ? { model_allowlist: JSON.stringify(opts.modelAllowlist) } : {}),
+    ...(opts.expiresAt !== undefined && opts.expiresAt !== null ? { expires_at: opts.expiresAt } : {}),
   };
   await store.db.insertInto('api_keys').values(row).execute();
   return { id: row.id, tenantId: tenant.id, tenant: tenant.name, name, prefix: row.prefix, key, createdAt: now };
@@ -158,11 +166,57 @@ export async function revokeKey(store: Store, id: string): Promise<boolean> {
   return Number(r.numUpdatedRows) > 0;
 }
 
-/** The identity behind an accepted key. */
+/** Tenant attributes carried by an accepted key (for residency routing). */
+export interface TenantAttributes {
+  /** ISO 3166-1 alpha-2 code (upper case), or null when the tenant has none. */
+  readonly jurisdiction: string | null;
+  /** Data-classification ceiling label, or null when the tenant has none. */
+  readonly classification: string | null;
+}
+
+/** The identity behind an accepted key (frozen). */
 export interface AuthenticatedKey {
   readonly keyId: string;
   readonly tenantId: string;
   readonly tenant: string;
+  /** Model aliases the key may use; null = every model. */
+  readonly modelAllowlist: string[] | null;
+  readonly tenantAttributes: TenantAttributes;
+  /** When the key stops working, ms since epoch; null = never. */
+  readonly expiresAt: number | null;
+}
+
+/**
+ * Parses the stored `model_allowlist` column (JSON array of strings, or null).
+ * @returns the aliases, or null for "every model"; a malformed value yields `[]` (fail closed)
+ */
+export function parseAllowlist(text: string | null | undefined): string[] | null {
+  if (text === null || text === undefined) return null;
+  try {
+    const v: unknown = JSON.parse(text);
+    return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Builds a frozen {@link AuthenticatedKey} (the allowlist and attributes frozen too). */
+export function authenticatedKey(v: {
+  keyId: string;
+  tenantId: string;
+  tenant: string;
+  modelAllowlist: string[] | null;
+  tenantAttributes: TenantAttributes;
+  expiresAt: number | null;
+}): AuthenticatedKey {
+  return Object.freeze({
+    keyId: v.keyId,
+    tenantId: v.tenantId,
+    tenant: v.tenant,
+    modelAllowlist: v.modelAllowlist === null ? null : (Object.freeze([...v.modelAllowlist]) as string[]),
+    tenantAttributes: Object.freeze({ ...v.tenantAttributes }),
+    expiresAt: v.expiresAt,
+  });
 }
 
 /** Options of {@link KeyAuthenticator}. */
@@ -209,10 +263,18 @@ export class KeyAuthenticator {
   }
 
   /**
-   * Resolves the key's identity, or null if the key is malformed, unknown or revoked.
+   * Resolves the key's identity, or null if the key is malformed, unknown, revoked or expired
+   * (`expires_at` ≤ now; checked on every call against the clock, so a cached result never outlives
+   * the key's expiry).
    * @throws the database error if the lookup fails (the message never contains the key).
    */
   async authenticate(presented: string): Promise<AuthenticatedKey | null> {
+    const v = await this.#authenticate(presented);
+    if (v !== null && v.expiresAt !== null && v.expiresAt <= this.#now()) return null;
+    return v;
+  }
+
+  async #authenticate(presented: string): Promise<AuthenticatedKey | null> {
     if (typeof presented !== 'string' || !KEY_RE.test(presented)) return null;
     const digest = digestKey(presented);
 
@@ -242,7 +304,7 @@ export class KeyAuthenticator {
     return lookup;
   }
 
-  /** Forgets every cached result and in-flight lookup (call after creating or revoking keys). */
+  /** Forgets every cached result and in-flight lookup (call after creating, changing or revoking keys). */
   invalidate(): void {
     this.#generation++;
     this.#cache.clear();
@@ -253,7 +315,7 @@ export class KeyAuthenticator {
     const row = await this.#store.db
       .selectFrom('api_keys as k')
       .innerJoin('tenants as t', 't.id', 'k.tenant_id')
-      .select(['k.id', 'k.tenant_id', 'k.digest', 'k.revoked_at', 't.name as tenant'])
+      .select(['k.id', 'k.tenant_id', 'k.digest', 'k.revoked_at', 'k.model_allowlist', 'k.expires_at', 't.name as tenant', 't.jurisdiction', 't.classification'])
       .where('k.digest', '=', digest)
       .executeTakeFirst();
     if (row === undefined) return null;
@@ -261,7 +323,14 @@ export class KeyAuthenticator {
     const b = Buffer.from(row.digest, 'hex');
     if (a.length !== b.length || !timingSafeEqual(a, b)) return null;
     if (row.revoked_at !== null) return null;
-    return Object.freeze({ keyId: row.id, tenantId: row.tenant_id, tenant: row.tenant });
+    return authenticatedKey({
+      keyId: row.id,
+      tenantId: row.tenant_id,
+      tenant: row.tenant,
+      modelAllowlist: parseAllowlist(row.model_allowlist),
+      tenantAttributes: { jurisdiction: row.jurisdiction ?? null, classification: row.classification ?? null },
+      expiresAt: row.expires_at === null || row.expires_at === undefined ? null : Number(row.expires_at),
+    });
   }
 
   #remember(digest: string, value: AuthenticatedKey | null): void {

@@ -5,7 +5,20 @@
 import type { Operation, Provider, Timeouts } from '../providers/types.ts';
 import type { BackendConfig, Config, ModelConfig } from '../config/schema.ts';
 import { GatewayError } from '../http/errors.ts';
-import type { Route } from './context.ts';
+import type { Principal, Route } from './context.ts';
+
+/**
+ * Enforces a key's model allowlist.
+ * @param principal the authenticated key (`modelAllowlist` null = every model)
+ * @param alias the configured model alias the request resolved to
+ * @throws GatewayError 403 `model_not_allowed` (param `model`) when the alias is not on the allowlist
+ */
+export function assertModelAllowed(principal: Pick<Principal, 'modelAllowlist'> | undefined, alias: string): void {
+  const list = principal?.modelAllowlist;
+  if (list === null || list === undefined) return;
+  if (!list.includes(alias))
+    throw new GatewayError(403, 'invalid_request_error', 'model_not_allowed', `This API key is not allowed to use the model '${alias}'.`, 'model');
+}
 
 /** Model alias → route table, built once per configuration. */
 export class RouteTable {
@@ -37,11 +50,13 @@ export class RouteTable {
 
   /**
    * Resolve an alias for an operation.
-   * @throws GatewayError 404 `model_not_found`; 400 `unsupported_operation`; 503 `backend_not_ready`
+   * @param principal the caller; when given, its model allowlist is enforced (see {@link assertModelAllowed})
+   * @throws GatewayError 404 `model_not_found`; 403 `model_not_allowed`; 400 `unsupported_operation`; 503 `backend_not_ready`
    */
-  resolve(name: string, op: Operation): Route {
+  resolve(name: string, op: Operation, principal?: Pick<Principal, 'modelAllowlist'>): Route {
     const r = this.routes.get(name);
     if (!r) throw new GatewayError(404, 'invalid_request_error', 'model_not_found', `The model '${name}' does not exist or you do not have access to it.`, 'model');
+    assertModelAllowed(principal, r.model.name);
     if (!r.provider.supports(op))
       throw new GatewayError(400, 'invalid_request_error', 'unsupported_operation', `The model '${name}' does not support ${op}.`, 'model');
     const st = r.provider.state();

@@ -15,6 +15,8 @@
  *   then sees the migrations already applied. A failed migration is rolled back as a whole.
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { m0003_tenancy } from './migration-0003-tenancy.ts';
+import { m0004_metering } from './migration-0004-metering.ts';
 
 /** Migration `0001_init`: tenants, api_keys, requests and their indexes. */
 const m0001_init: Migration = {
@@ -154,6 +156,8 @@ export function migrationsFor(dialect: 'sqlite' | 'postgres'): Readonly<Record<s
   return Object.freeze({
     '0001_init': m0001_init,
     '0002_audit': m0002_audit(dialect),
+    '0003_tenancy': m0003_tenancy(dialect),
+    '0004_metering': m0004_metering(dialect),
   });
 }
 

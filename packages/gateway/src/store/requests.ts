@@ -9,7 +9,7 @@ import type { RequestsTable } from './schema.ts';
 export const REQUEST_COLUMNS = [
   'id', 'ts', 'key_id', 'tenant_id', 'operation', 'model', 'backend_id', 'upstream_model', 'stream',
   'status', 'outcome', 'error_code', 'latency_ms', 'ttfb_ms', 'prompt_tokens', 'completion_tokens',
-  'total_tokens', 'usage_source',
+  'total_tokens', 'usage_source', 'cost_micros',
 ] as const satisfies ReadonlyArray<keyof RequestsTable>;
 const COLUMNS = REQUEST_COLUMNS.length;
 /** Rows per INSERT statement, keeping bound parameters under SQLite's (32766) and PostgreSQL's (65535) caps. */
@@ -42,6 +42,7 @@ export function normalise(row: RequestsTable): RequestsTable {
     completion_tokens: intOrNull(row.completion_tokens),
     total_tokens: intOrNull(row.total_tokens),
     usage_source: row.usage_source,
+    cost_micros: intOrNull(row.cost_micros),
   };
 }
 

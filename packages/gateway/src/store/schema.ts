@@ -6,11 +6,23 @@
  */
 import type { Generated } from 'kysely';
 
-/** An agency (tenant). Created implicitly by `sovra keys create --tenant NAME`. */
+/**
+ * An agency (tenant). Created by `sovra tenants create`, the admin API, or implicitly by
+ * `sovra keys create --tenant NAME`. Attribute columns come from migration `0003_tenancy`.
+ */
 export interface TenantsTable {
   id: string;
+  /** Unique short name (the `--tenant NAME` of the CLI). */
   name: string;
   created_at: number;
+  /** Human display name; null = use `name`. */
+  display_name?: string | null;
+  /** ISO 3166-1 alpha-2 code (upper case) of the agency's jurisdiction; null = unspecified. */
+  jurisdiction?: string | null;
+  /** Data-classification ceiling (a label such as `OFFICIAL`); null = unspecified. */
+  classification?: string | null;
+  /** Last attribute change, ms since epoch; null = never changed. */
+  updated_at?: number | null;
 }
 
 /** A data-plane API key. Only the SHA-256 digest (hex) of the key is stored, never the key. */
@@ -22,6 +34,32 @@ export interface ApiKeysTable {
   /** Lower-case hex SHA-256 of the full key string. Unique. */
   digest: string;
   /** First characters of the key (e.g. "sk-sovra-AbC1"), safe to display. */
+  prefix: string;
+  created_at: number;
+  revoked_at: number | null;
+  /** JSON array of allowed model aliases (text); null = every model (migration `0003_tenancy`). */
+  model_allowlist?: string | null;
+  /** The key stops working at this time (ms since epoch); null = never. */
+  expires_at?: number | null;
+  /** Id of the key this one replaced by rotation; null otherwise. */
+  rotated_from?: string | null;
+}
+
+/**
+ * An admin principal with its admin key (migration `0003_tenancy`). Only the key's SHA-256 digest is
+ * stored. `role` is `platform-admin` | `tenant-admin` | `auditor`; `tenant_id` binds a tenant-admin
+ * (required) or an auditor (optional) to one tenant.
+ */
+export interface AdminsTable {
+  /** `adp_` + 16 base62 characters. */
+  id: string;
+  /** Optional human name. */
+  name: string | null;
+  role: string;
+  tenant_id: string | null;
+  /** Lower-case hex SHA-256 of the full admin key. Unique. */
+  digest: string;
+  /** First characters of the admin key, safe to display. */
   prefix: string;
   created_at: number;
   revoked_at: number | null;
@@ -60,6 +98,13 @@ export interface RequestsTable {
   total_tokens: number | null;
   /** upstream | estimate | none */
   usage_source: string;
+  /**
+   * The request's cost in micro-USD (integer; 1 USD = 1,000,000), from the metering price table
+   * (migration `0004_metering`); null when unknown. Optional in this type so that rows built before
+   * metering existed still type-check; {@link normalise} (store/requests.ts) always writes it (null
+   * when absent).
+   */
+  cost_micros?: number | null;
 }
 
 /**
@@ -125,9 +170,59 @@ export interface AuditSecretsTable {
   created_at: number;
 }
 
+/**
+ * Rate limits of one scope (migration `0004_metering`, src/metering/). At most one row per scope;
+ * a scope without a row is unlimited.
+ */
+export interface RateLimitsTable {
+  /** `tenant` | `key`. */
+  scope_kind: string;
+  /** Tenant id or API key id. */
+  scope_id: string;
+  /** Requests per minute; null = unlimited. */
+  rpm: number | null;
+  /** Tokens (prompt + completion) per minute; null = unlimited. */
+  tpm: number | null;
+  /** ms since epoch. */
+  updated_at: number;
+}
+
+/** A budget of one scope (migration `0004_metering`). */
+export interface BudgetsTable {
+  /** `bud_` + 16 base62 characters. */
+  id: string;
+  /** `tenant` | `key`. */
+  scope_kind: string;
+  scope_id: string;
+  /** `tokens` | `usd_micros`. */
+  unit: string;
+  /** Limit per period, in `unit` (integer ≥ 0). */
+  amount: number;
+  /** `day` | `month` (UTC calendar) | `fixed` (never resets). */
+  period: string;
+  /** ms since epoch. */
+  created_at: number;
+}
+
+/**
+ * Consumption of one budget in one period (migration `0004_metering`). Invariant kept by the
+ * conditional reservation: `used + reserved <= amount` except when settled usage exceeded what was
+ * reserved (an upstream producing more than max_tokens): the truth is recorded, nothing is clamped.
+ */
+export interface BudgetUsageTable {
+  budget_id: string;
+  /** Start of the period, ms since epoch (UTC midnight / first of month; 0 for `fixed`). */
+  period_start: number;
+  /** Settled consumption, in the budget's unit. */
+  used: number;
+  /** Admitted but not yet settled worst cases, in the budget's unit. */
+  reserved: number;
+}
+
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
+  admins: AdminsTable;
   requests: RequestsTable;
   audit_queue: AuditQueueTable;
   audit_index: AuditIndexTable;
@@ -136,6 +231,9 @@ export interface Database {
   audit_checkpoints: AuditCheckpointsTable;
   audit_meta: AuditMetaTable;
   audit_secrets: AuditSecretsTable;
+  rate_limits: RateLimitsTable;
+  budgets: BudgetsTable;
+  budget_usage: BudgetUsageTable;
 }
 
 export type { Generated };

@@ -1,0 +1,426 @@
+/**
+ * The request-path side of metering: rate limits (RPM/TPM) and budget reservations before a request
+ * is forwarded, settlement of actual usage afterwards.
+ */
+import { Redis } from 'ioredis';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Store } from '../store/db.ts';
+import { MeteringError, formatReset, retryAfterSeconds } from './errors.ts';
+import { createLedger, type HoldRequest, type Ledger } from './ledger.ts';
+import { nextPeriodStart, periodStart } from './periods.ts';
+import { costMicros, type PriceTable } from './prices.ts';
+import { loadBudgets, loadLimits } from './storage.ts';
+import { scopeKey, type Budget, type LimitSpec, type Scope } from './types.ts';
+
+/** How long limit and budget definitions are cached (ms). */
+export const DEFINITIONS_TTL_MS = 2000;
+/** Rate-limit window (s): limits are per minute. */
+const WINDOW_S = 60;
+
+/**
+ * A request admitted by {@link Metering.admit}. `headers` are the `x-ratelimit-*` headers to send
+ * with the response (empty when no rate limit applies). Pass it to {@link Metering.settle} exactly
+ * when the request ends; the reservation it carries is kept privately.
+ */
+export interface Admission {
+  readonly headers: Record<string, string>;
+  /**
+   * Completion tokens this admission reserved (the request's `maxTokens`, or `defaultMaxTokens`
+   * when it set none) when a budget or TPM limit applied; null when nothing was reserved. A caller
+   * may write it into an uncapped upstream request so the upstream cannot exceed the reservation.
+   */
+  readonly reservedCompletionTokens: number | null;
+}
+
+/** Options of {@link Metering}. */
+export interface MeteringOptions {
+  /** `redis://…` / `rediss://…`: rate-limit counters in Redis (cluster-wide); default in memory (per process). */
+  redisUrl?: string;
+  /** Prices by model alias, for costs and micro-USD budgets. */
+  prices: PriceTable;
+  /** Completion tokens reserved when a request sets no cap (tokens, ≥ 0). */
+  defaultMaxTokens: number;
+  /** Prefix of rate-limit counter keys (Redis keys `<prefix>:rpm:<kind>:<id>` / `…:tpm:…`). Default `sovra:rl`. */
+  keyPrefix?: string;
+  /** Clock for budget periods and the definitions cache (ms since epoch). Default `Date.now`. */
+  now?: () => number;
+}
+
+/** A counter consumed by an admitted request (to give back or correct later). */
+interface Consumed {
+  metric: 'rpm' | 'tpm';
+  limiter: RateLimiterAbstract;
+  key: string;
+  points: number;
+  /** When the counter's current window ends (ms since epoch). */
+  windowEnd: number;
+}
+
+interface BudgetHold {
+  budget: Budget;
+  periodStart: number;
+  reserved: number;
+}
+
+interface AdmissionState {
+  model: string;
+  tpm: Consumed[];
+  holds: BudgetHold[];
+  settled: Promise<{ costMicros: number }> | null;
+}
+
+interface ScopeDefs {
+  limits: LimitSpec | null;
+  budgets: Budget[];
+  at: number;
+}
+
+/** One limit check of a request. */
+interface Check {
+  metric: 'rpm' | 'tpm';
+  scope: Scope;
+  limit: number;
+  points: number;
+}
+
+/**
+ * Rate limits and budgets of the request path.
+ *
+ * Rate limits are fixed 60 s windows per scope (key and tenant), counted with rate-limiter-flexible:
+ * in memory (`RateLimiterMemory`, per process) or in Redis (`RateLimiterRedis` over ioredis, shared by
+ * every process using the same Redis and `keyPrefix`; when Redis fails, a per-process memory
+ * limiter stands in). A change of a scope's limit value starts a fresh in-memory window.
+ *
+ * Budgets are reserved in the database (see `ledger.ts`): never overspent, also across processes.
+ *
+ * Limit and budget definitions are cached per scope for at most {@link DEFINITIONS_TTL_MS};
+ * {@link invalidate} drops the cache at once.
+ */
+export class Metering {
+  readonly #store: Store;
+  readonly #ledger: Ledger;
+  readonly #prices: PriceTable;
+  readonly #defaultMaxTokens: number;
+  readonly #prefix: string;
+  readonly #now: () => number;
+  readonly #redis: Redis | null;
+  /** Resolves once the first Redis connection attempt ended (ready, failed or 2 s passed). */
+  readonly #redisStartup: Promise<void> | null;
+  readonly #limiters = new Map<string, RateLimiterAbstract>();
+  /** Reservations of this instance's admissions (an admission of another instance is unknown here). */
+  readonly #states = new WeakMap<Admission, AdmissionState>();
+  readonly #defs = new Map<string, ScopeDefs>();
+  readonly #loading = new Map<string, Promise<ScopeDefs>>();
+  #generation = 0;
+  #closed = false;
+
+  /**
+   * @throws Error when `redisUrl` is not a redis:// or rediss:// URL (the message never contains it)
+   */
+  constructor(store: Store, opts: MeteringOptions) {
+    this.#store = store;
+    this.#ledger = createLedger(store);
+    this.#prices = opts.prices;
+    this.#defaultMaxTokens = Math.max(0, Math.floor(opts.defaultMaxTokens));
+    this.#prefix = opts.keyPrefix ?? 'sovra:rl';
+    this.#now = opts.now ?? Date.now;
+    if (opts.redisUrl !== undefined) {
+      if (!/^rediss?:\/\//i.test(opts.redisUrl)) throw new Error('metering: redisUrl must be a redis:// or rediss:// URL');
+      const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 2000 });
+      // Without a listener, connection errors would be thrown as unhandled 'error' events.
+      redis.on('error', () => undefined);
+      this.#redis = redis;
+      this.#redisStartup = new Promise<void>((resolve) => {
+        const done = () => resolve();
+        redis.once('ready', done);
+        redis.once('error', done);
+        redis.once('end', done);
+        setTimeout(done, 2000).unref();
+      });
+    } else {
+      this.#redis = null;
+      this.#redisStartup = null;
+    }
+  }
+
+  /**
+   * Admits a request before it is forwarded, or refuses it.
+   *
+   * 1. Rate limits of the key and of its tenant: 1 request against `rpm`, and the worst case
+   *    `promptTokens + maxTokens` (or `defaultMaxTokens` when `maxTokens` is null) against `tpm`.
+   * 2. Budgets of the key and of the tenant for their current period: the worst case in tokens, or
+   *    its cost in micro-USD (prompt at the input price, `maxTokens` at the output price), reserved
+   *    atomically in the database.
+   *
+   * Pass `maxTokens: 0` for operations without completion tokens (embeddings).
+   *
+   * @param r `promptTokens` and `maxTokens` in tokens; `model` is the alias (for prices).
+   *   `promptTokens` may be a function: it is then called only when a limit or budget applies
+   *   (counting tokens is skipped for unmetered keys).
+   * @returns the admission, with the `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers
+   *   of the tightest applicable scope (empty without limits). Without limits and budgets for the
+   *   key and tenant this costs no database write (definitions are cached).
+   * @throws MeteringError (429) `rate_limit_exceeded`, `tokens_rate_limit_exceeded` or
+   *   `budget_exceeded`; nothing stays consumed or reserved then
+   * @throws Error on database failure (nothing stays reserved), or after {@link close}
+   */
+  async admit(r: {
+    tenantId: string;
+    keyId: string;
+    model: string;
+    promptTokens: number | (() => number);
+    maxTokens: number | null;
+  }): Promise<Admission> {
+    if (this.#closed) throw new Error('metering is closed');
+    const keyScope: Scope = { kind: 'key', id: r.keyId };
+    const tenantScope: Scope = { kind: 'tenant', id: r.tenantId };
+    const [kd, td] = await Promise.all([this.#definitions(keyScope), this.#definitions(tenantScope)]);
+    if (kd.limits === null && td.limits === null && kd.budgets.length === 0 && td.budgets.length === 0) {
+      const a: Admission = { headers: {}, reservedCompletionTokens: null };
+      this.#states.set(a, { model: r.model, tpm: [], holds: [], settled: null });
+      return a;
+    }
+    // Tokens are only needed for TPM limits and budgets (an RPM-only key skips counting).
+    const needTokens = kd.budgets.length + td.budgets.length > 0 || kd.limits?.tpm != null || td.limits?.tpm != null;
+    const prompt = !needTokens ? 0 : tokens(typeof r.promptTokens === 'function' ? r.promptTokens() : r.promptTokens);
+    const maxTokens = r.maxTokens === null ? this.#defaultMaxTokens : tokens(r.maxTokens);
+    const worst = prompt + maxTokens;
+
+    // 1. rate limits
+    const checks: Check[] = [];
+    for (const [scope, d] of [[keyScope, kd], [tenantScope, td]] as const) {
+      if (d.limits?.rpm != null) checks.push({ metric: 'rpm', scope, limit: d.limits.rpm, points: 1 });
+      if (d.limits?.tpm != null) checks.push({ metric: 'tpm', scope, limit: d.limits.tpm, points: worst });
+    }
+    const consumed: Consumed[] = [];
+    const results: Array<{ check: Check; res: RateLimiterRes; rejected: boolean }> = [];
+    if (checks.length > 0) {
+      // The first requests wait for the first connection attempt; afterwards, while Redis is not
+      // ready, the limiters answer from their memory insurance at once (rejectIfRedisNotReady).
+      if (this.#redisStartup) await this.#redisStartup;
+      const now = Date.now();
+      const settledAll = await Promise.allSettled(
+        checks.map((c) => {
+          const limiter = this.#limiter(c.metric, c.limit);
+          return limiter.consume(scopeKey(c.scope), c.points);
+        }),
+      );
+      let failure: unknown = null;
+      settledAll.forEach((s, i) => {
+        const check = checks[i]!;
+        const limiter = this.#limiter(check.metric, check.limit);
+        if (s.status === 'fulfilled') {
+          results.push({ check, res: s.value, rejected: false });
+          consumed.push({ metric: check.metric, limiter, key: scopeKey(check.scope), points: check.points, windowEnd: now + s.value.msBeforeNext });
+        } else if (s.reason instanceof RateLimiterRes) {
+          results.push({ check, res: s.reason, rejected: true });
+          // A refused consume still counted its points: give them back too.
+          consumed.push({ metric: check.metric, limiter, key: scopeKey(check.scope), points: check.points, windowEnd: now + s.reason.msBeforeNext });
+        } else {
+          failure ??= s.reason;
+        }
+      });
+      const rejected = results.filter((x) => x.rejected);
+      if (failure !== null || rejected.length > 0) {
+        await this.#giveBack(consumed);
+        if (failure !== null) throw failure instanceof Error ? failure : new Error(String(failure));
+        throw this.#rateError(results);
+      }
+    }
+
+    // 2. budgets (fixed order: by budget id)
+    const nowMs = this.#now();
+    const budgets = [...kd.budgets, ...td.budgets].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const holds: BudgetHold[] = budgets.map((b) => ({
+      budget: b,
+      periodStart: periodStart(b.period, nowMs),
+      reserved: b.unit === 'tokens' ? worst : costMicros(this.#prices, r.model, { prompt_tokens: prompt, completion_tokens: maxTokens }),
+    }));
+    if (holds.length > 0) {
+      let misfit: number;
+      try {
+        misfit = await this.#ledger.reserve(
+          holds.map((h): HoldRequest => ({ budgetId: h.budget.id, periodStart: h.periodStart, amount: h.budget.amount, reserve: h.reserved })),
+        );
+      } catch (err) {
+        await this.#giveBack(consumed);
+        throw err;
+      }
+      if (misfit >= 0) {
+        await this.#giveBack(consumed);
+        const b = holds[misfit]!.budget;
+        const headers = this.#headers(results, true);
+        const next = nextPeriodStart(b.period, nowMs);
+        if (next !== null) headers['retry-after'] = retryAfterSeconds(next - nowMs);
+        const what = b.unit === 'tokens' ? `${b.amount} tokens` : `${b.amount} micro-USD`;
+        const per = b.period === 'fixed' ? '' : ` per ${b.period} (UTC)`;
+        throw new MeteringError(
+          'budget_exceeded',
+          `Budget exceeded for ${b.scope.kind}: ${what}${per}. ${next === null ? 'This budget does not reset.' : 'It resets at the start of the next period.'}`,
+          headers,
+        );
+      }
+    }
+    const reserves = holds.length > 0 || consumed.some((c) => c.metric === 'tpm');
+    const a: Admission = { headers: this.#headers(results, false), reservedCompletionTokens: reserves ? maxTokens : null };
+    this.#states.set(a, { model: r.model, tpm: consumed.filter((c) => c.metric === 'tpm'), holds, settled: null });
+    return a;
+  }
+
+  /**
+   * Settles an admission once the request ended (response complete, client disconnect or upstream
+   * error): each budget reservation becomes the actual usage (`reserved -= reservation`,
+   * `used += actual`; actual may exceed the reservation when the upstream produced more than
+   * max_tokens: it is recorded, not clamped), and TPM counters are corrected by the difference
+   * (only while their window is still the one charged).
+   *
+   * @param usage tokens actually used; null counts as 0 tokens
+   * @returns the request's cost in micro-USD (0 for unpriced models or an admission this instance did not make)
+   * Idempotent: later calls return the first call's result without touching anything. When the
+   * database write fails, the promise rejects and a later call may retry.
+   */
+  settle(a: Admission, usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<{ costMicros: number }> {
+    const st = this.#states.get(a);
+    if (!st) return Promise.resolve({ costMicros: 0 });
+    if (st.settled) return st.settled;
+    const p = this.#settle(st, usage);
+    st.settled = p;
+    p.catch(() => {
+      if (st.settled === p) st.settled = null;
+    });
+    return p;
+  }
+
+  async #settle(st: AdmissionState, usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<{ costMicros: number }> {
+    const u = { prompt_tokens: tokens(usage?.prompt_tokens ?? 0), completion_tokens: tokens(usage?.completion_tokens ?? 0) };
+    const actualTokens = u.prompt_tokens + u.completion_tokens;
+    const cost = costMicros(this.#prices, st.model, u);
+    const now = Date.now();
+    const corrections = st.tpm.map(async (c) => {
+      const diff = actualTokens - c.points;
+      try {
+        if (diff < 0 && now < c.windowEnd) await c.limiter.reward(c.key, -diff);
+        else if (diff > 0) await c.limiter.penalty(c.key, diff);
+      } catch {
+        // best effort: a TPM correction lost to a Redis failure only shifts one window
+      }
+    });
+    await this.#ledger.settle(
+      st.holds.map((h) => ({
+        budgetId: h.budget.id,
+        periodStart: h.periodStart,
+        reserved: h.reserved,
+        actual: h.budget.unit === 'tokens' ? actualTokens : cost,
+      })),
+    );
+    await Promise.all(corrections);
+    return { costMicros: cost };
+  }
+
+  /** Drops cached limit and budget definitions (call after admin changes in this process). */
+  invalidate(): void {
+    this.#generation++;
+    this.#defs.clear();
+    this.#loading.clear();
+  }
+
+  /** Closes the Redis connection (if any). Idempotent; `admit` throws afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.invalidate();
+    if (this.#redis) {
+      try {
+        await this.#redis.quit();
+      } catch {
+        this.#redis.disconnect();
+      }
+    }
+  }
+
+  async #definitions(scope: Scope): Promise<ScopeDefs> {
+    const k = scopeKey(scope);
+    const now = this.#now();
+    const hit = this.#defs.get(k);
+    if (hit && now - hit.at < DEFINITIONS_TTL_MS && now >= hit.at) return hit;
+    const inflight = this.#loading.get(k);
+    if (inflight) return inflight;
+    const gen = this.#generation;
+    const p = (async () => {
+      const [limits, budgets] = await Promise.all([loadLimits(this.#store, [scope]), loadBudgets(this.#store, [scope])]);
+      const defs: ScopeDefs = { limits: limits.get(k) ?? null, budgets, at: this.#now() };
+      if (gen === this.#generation) this.#defs.set(k, defs);
+      return defs;
+    })();
+    this.#loading.set(k, p);
+    try {
+      return await p;
+    } finally {
+      if (this.#loading.get(k) === p) this.#loading.delete(k);
+    }
+  }
+
+  #limiter(metric: 'rpm' | 'tpm', points: number): RateLimiterAbstract {
+    const k = `${metric}:${points}`;
+    let l = this.#limiters.get(k);
+    if (!l) {
+      const base = { keyPrefix: `${this.#prefix}:${metric}`, points, duration: WINDOW_S };
+      l = this.#redis
+        ? new RateLimiterRedis({ ...base, storeClient: this.#redis, rejectIfRedisNotReady: true, insuranceLimiter: new RateLimiterMemory(base) })
+        : new RateLimiterMemory(base);
+      this.#limiters.set(k, l);
+    }
+    return l;
+  }
+
+  async #giveBack(consumed: Consumed[]): Promise<void> {
+    await Promise.all(consumed.map((c) => c.limiter.reward(c.key, c.points).catch(() => undefined)));
+  }
+
+  /**
+   * `x-ratelimit-*` headers of the tightest scope per metric (fewest remaining, then soonest reset).
+   * `givenBack`: this request's consumption was returned after a refusal (remaining raised accordingly).
+   */
+  #headers(results: Array<{ check: Check; res: RateLimiterRes }>, givenBack: boolean): Record<string, string> {
+    const h: Record<string, string> = {};
+    for (const [metric, suffix] of [['rpm', 'requests'], ['tpm', 'tokens']] as const) {
+      let best: { limit: number; remaining: number; reset: number } | null = null;
+      for (const { check, res } of results) {
+        if (check.metric !== metric) continue;
+        const back = givenBack ? check.points : 0;
+        const remaining = Math.max(0, Math.min(check.limit, check.limit - res.consumedPoints + back));
+        const cand = { limit: check.limit, remaining, reset: res.msBeforeNext };
+        if (!best || cand.remaining < best.remaining || (cand.remaining === best.remaining && cand.reset < best.reset)) best = cand;
+      }
+      if (best) {
+        h[`x-ratelimit-limit-${suffix}`] = String(best.limit);
+        h[`x-ratelimit-remaining-${suffix}`] = String(best.remaining);
+        h[`x-ratelimit-reset-${suffix}`] = formatReset(best.reset);
+      }
+    }
+    return h;
+  }
+
+  /** The 429 for refused rate limits: requests before tokens, key before tenant; retry-after until every refusing window resets. */
+  #rateError(results: Array<{ check: Check; res: RateLimiterRes; rejected: boolean }>): MeteringError {
+    const rejected = results.filter((x) => x.rejected);
+    const first = (rejected.find((x) => x.check.metric === 'rpm') ?? rejected[0]!).check;
+    const headers = this.#headers(results, true);
+    headers['retry-after'] = retryAfterSeconds(Math.max(...rejected.map((x) => x.res.msBeforeNext)));
+    if (first.metric === 'rpm') {
+      return new MeteringError('rate_limit_exceeded', `Rate limit reached for ${first.scope.kind}: ${first.limit} requests per minute. Retry after ${headers['retry-after']}s.`, headers);
+    }
+    const tooBig = first.points > first.limit;
+    return new MeteringError(
+      'tokens_rate_limit_exceeded',
+      `Rate limit reached for ${first.scope.kind}: ${first.limit} tokens per minute` +
+        (tooBig ? `; this request needs up to ${first.points} tokens (prompt + max tokens), more than the limit allows.` : `. Retry after ${headers['retry-after']}s.`),
+      headers,
+    );
+  }
+}
+
+/** A token count as a non-negative integer (bogus values count 0). */
+function tokens(n: number): number {
+  return Number.isFinite(n) && n > 0 ? Math.round(n) : 0;
+}
