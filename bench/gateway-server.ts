@@ -35,6 +35,7 @@ import pino from 'pino';
 import { stringify } from 'yaml';
 import { createGateway } from '../packages/gateway/src/app.ts';
 import { parseConfig } from '../packages/gateway/src/config/load.ts';
+import { createBudget, setLimits } from '../packages/gateway/src/metering/index.ts';
 import { createKey } from '../packages/gateway/src/keys/keys.ts';
 import { createLogger } from '../packages/gateway/src/telemetry/logger.ts';
 
@@ -100,6 +101,7 @@ async function main(): Promise<void> {
       keep: { type: 'boolean', default: false },
       'exit-on-stdin-end': { type: 'boolean', default: false },
       audit: { type: 'string', default: 'on' },
+      metering: { type: 'string', default: 'off' },
     },
   });
   if (!values.upstream) throw new Error('--upstream http://127.0.0.1:PORT is required (the mock engine)');
@@ -185,6 +187,15 @@ async function main(): Promise<void> {
 
   const url = await gw.start();
   const k = await createKey(gw.store(), { tenant: 'bench', name: 'bench-key' });
+  if (values.metering === 'on') {
+    // Limits and budgets that apply to every request but never refuse one: the cost of checking
+    // RPM and TPM (key and tenant), counting prompt tokens, reserving and settling two budgets.
+    const big = 1_000_000_000;
+    await setLimits(gw.store(), { kind: 'key', id: k.id }, { rpm: big, tpm: big });
+    await setLimits(gw.store(), { kind: 'tenant', id: k.tenantId }, { rpm: big, tpm: big });
+    await createBudget(gw.store(), { scope: { kind: 'key', id: k.id }, unit: 'tokens', amount: 1e15, period: 'month' });
+    await createBudget(gw.store(), { scope: { kind: 'tenant', id: k.tenantId }, unit: 'tokens', amount: 1e15, period: 'month' });
+  }
   await gw.backendsSettled();
   process.stdout.write(JSON.stringify({ url, key: k.key, dir, logFile, pid: process.pid }) + '\n');
 }

@@ -25,6 +25,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { Journal } from './audit/journal.ts';
 import { AuditLog } from './audit/integrator.ts';
 import { StoreWorker, type RunningAuditLog } from './audit/store-worker.ts';
+import { Metering } from './metering/index.ts';
 import { createJournalSink } from './audit/sink.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 
@@ -47,6 +48,8 @@ export interface Gateway {
   recorder(): Journal;
   /** The transparency log, when `audit.enabled` (available after {@link Gateway.start}). */
   audit(): RunningAuditLog | undefined;
+  /** Rate limits and budgets (available after {@link Gateway.start}). */
+  metering(): Metering | undefined;
   /** Listen, migrate, start backends. Resolves with the base URL once migrations are done. */
   start(): Promise<string>;
   /** Resolves when every backend finished starting (successfully or not). */
@@ -67,6 +70,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let journal: Journal | undefined;
   let auditLog: RunningAuditLog | undefined;
   let storeWorker: StoreWorker | undefined;
+  let metering: Metering | undefined;
   const audited = config.audit.enabled;
   let auth: KeyAuthenticator | undefined;
   let phase: string | null = 'database migrations are running';
@@ -80,6 +84,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     heartbeatMs: config.server.sse_heartbeat_ms,
     maxRequestTimeoutMs: config.server.max_request_timeout_ms,
     notReady: () => phase,
+    meter: () => (metering ? { metering, prices: config.metering.prices, defaultMaxTokens: config.metering.default_max_tokens } : undefined),
   });
 
   const app = buildServer({
@@ -87,6 +92,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     bodyLimit: config.server.body_limit_bytes,
     requestTimeoutMs: config.server.request_timeout_ms,
     dataPlane: pipeline,
+    admin: { store: () => (phase ? null : (store ?? null)), journal: () => journal ?? null, audited, invalidateKeys: () => auth?.invalidate() },
     ...(audited
       ? {
           audit: {
@@ -132,6 +138,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       auditLog.start();
     }
     journal = new Journal(store, storeWorker ? { committer: storeWorker } : {});
+    metering = new Metering(store, {
+      ...(config.metering.redis_url ? { redisUrl: config.metering.redis_url } : {}),
+      prices: config.metering.prices,
+      defaultMaxTokens: config.metering.default_max_tokens,
+    });
     auth = new KeyAuthenticator(store);
     phase = null;
     settled = Promise.all(
@@ -150,6 +161,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     logger,
     store: () => store!,
     recorder: () => journal!,
+    metering: () => metering,
     audit: () => auditLog,
     backendsSettled: () => settled,
     async start() {
@@ -169,6 +181,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await journal?.close();
       await auditLog?.close();
       await storeWorker?.close();
+      await metering?.close();
       await Promise.all([...providers.values()].map((p) => p.close().catch(() => undefined)));
       await store?.close();
     },

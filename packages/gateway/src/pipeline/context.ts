@@ -3,6 +3,7 @@
  * (authenticate → parse → route → prepare → forward → record). Each stage reads what earlier
  * stages set and may end the request with a {@link GatewayError}.
  */
+import type { Admission } from '../metering/index.ts';
 import type { Operation, Provider, Timeouts } from '../providers/types.ts';
 import type { BackendConfig, ModelConfig } from '../config/schema.ts';
 import type { Commitments } from '../audit/record.ts';
@@ -20,6 +21,10 @@ export interface Principal {
   keyId: string;
   tenantId: string;
   tenant: string;
+  /** Model aliases this key may use; null = every configured model (403 `model_not_allowed` otherwise). */
+  modelAllowlist: string[] | null;
+  /** The tenant's attributes (used by residency routing): ISO 3166-1 alpha-2 jurisdiction and data-classification ceiling, null when unset. */
+  tenantAttributes: { jurisdiction: string | null; classification: string | null };
 }
 
 /** The chosen route for a request. */
@@ -76,6 +81,12 @@ export interface RequestContext {
   ttfbMs: number | null;
   /** Number of content-bearing stream chunks relayed (for usage estimates). */
   relayedDeltas: number;
+  /** The request's cost in micro-USD (set by metering when it settles; null/absent when unknown). */
+  costMicros?: number | null;
+  /** The meter stage's admission (rate limits passed, budgets reserved), settled when the request ends. */
+  admission?: Admission;
+  /** Extra headers for the response, whatever its status (e.g. `x-ratelimit-*`). */
+  responseHeaders: Record<string, string>;
   // --- audit ---
   /** HMAC commitments to the request and response bytes (only when the audit log is on). */
   commitments?: Commitments;
@@ -102,5 +113,6 @@ export function newContext(id: string, operation: Operation): RequestContext {
     usageSource: 'none',
     ttfbMs: null,
     relayedDeltas: 0,
+    responseHeaders: {},
   };
 }

@@ -159,7 +159,7 @@ async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind:
     }
   }
   if (res.destroyed) return; // the client left while the record was committed: nothing to send
-  const headers: Record<string, string | number> = { ...r.headers, 'content-length': r.body.length, 'x-request-id': ctx.id };
+  const headers: Record<string, string | number> = { ...r.headers, ...ctx.responseHeaders, 'content-length': r.body.length, 'x-request-id': ctx.id };
   if (leaf) {
     headers['x-sovra-audit-leaf-hash'] = leaf;
     headers['x-audit-leaf-hash'] = leaf;
@@ -209,6 +209,7 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
   ctx.status = r.status;
   res.writeHead(r.status, {
     ...r.headers,
+    ...ctx.responseHeaders,
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
     'x-accel-buffering': 'no',

@@ -1,7 +1,7 @@
 /**
  * The data-plane request pipeline, as a short list of stages:
  *
- *   authenticate → parse → route → prepare → forward → record
+ *   authenticate → parse → route → meter → prepare → forward → record
  *
  * Each stage may end the request with a GatewayError (sent in OpenAI's shape); whatever happens —
  * success, upstream failure, rejection or client disconnect — exactly one request record is written.
@@ -23,6 +23,7 @@ import { DATA_PLANE_ROUTES, type DataPlane } from '../http/routes/openai.ts';
 import { authenticate, type Authenticator } from './authenticate.ts';
 import { newContext, type Outcome, type Principal, type RequestContext } from './context.ts';
 import { forward } from './forward.ts';
+import { admit, settle, type MeterDeps } from './meter.ts';
 import { prepareUpstreamBody } from './prepare.ts';
 import { estimateUsage, toRecord } from './record.ts';
 import { Commitments } from '../audit/record.ts';
@@ -76,6 +77,8 @@ export interface PipelineDeps {
   maxRequestTimeoutMs: number;
   /** null when ready to serve, else the reason. */
   notReady: () => string | null;
+  /** Rate limits, budgets and prices (undefined until the store is open, or without metering). */
+  meter?: () => MeterDeps | undefined;
 }
 
 const PRINCIPAL = Symbol('sovra.principal');
@@ -113,18 +116,21 @@ export class Pipeline implements DataPlane {
       ctx.body = body;
       ctx.stream = body['stream'] === true;
       // 3. route
-      const route = this.deps.routes().resolve(body['model'] as string, op);
+      const route = this.deps.routes().resolve(body['model'] as string, op, ctx.principal);
       ctx.route = route;
       // Only a configured alias is recorded: a client-chosen string never reaches records or the log.
       ctx.modelName = route.model.name;
-      // 4. prepare
+      // 4. meter: rate limits, budget reservation for the worst case (settled in `commit`)
+      const meter = this.deps.meter?.();
+      if (meter) await admit(ctx, body, meter);
+      // 5. prepare
       const upstreamBody = prepareUpstreamBody(ctx, body, route);
       const deadline = this.deadline(req);
       if (deadline > 0)
         ctx.route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: deadline } : { ...route.timeouts, totalMs: deadline } };
       const fwd = forwardedHeaders(req, route.backendConfig);
       const upstreamText = parsed.serialize(upstreamBody);
-      // 5. forward (5b. record: forward calls `finalize` before the last byte)
+      // 6. forward (6b. record: forward calls `finalize` before the last byte)
       await forward(ctx, upstreamBody, upstreamText, res, {
         heartbeatMs: this.deps.heartbeatMs,
         finalize: () => this.commit(ctx),
@@ -140,7 +146,7 @@ export class Pipeline implements DataPlane {
         ctx.outcome = 'client_disconnected';
       } else await this.replyError(ctx, res, ge);
     } finally {
-      // 6. record (if not done yet: client disconnects, errors after the headers) and log
+      // 7. record (if not done yet: client disconnects, errors after the headers) and log
       await this.finish(ctx);
     }
   }
@@ -161,7 +167,7 @@ export class Pipeline implements DataPlane {
       sendError(res, auditUnavailable(), ctx.id);
       return;
     }
-    sendError(res, ge, ctx.id, leafHashHeaders(leaf));
+    sendError(res, ge, ctx.id, { ...ctx.responseHeaders, ...leafHashHeaders(leaf) });
   }
 
   /**
@@ -172,6 +178,11 @@ export class Pipeline implements DataPlane {
   private commit(ctx: RequestContext): Promise<string | null> {
     ctx.committed ??= (async () => {
       estimateUsage(ctx);
+      const meter = this.deps.meter?.();
+      if (meter) {
+        const err = await settle(ctx, meter);
+        if (err) this.deps.logger.error({ err, req_id: ctx.id }, 'settling the request against its budgets failed; its reservation stays held');
+      }
       const row = toRecord(ctx);
       ctx.row = row;
       try {

@@ -49,5 +49,6 @@ export function toRecord(ctx: RequestContext): RequestsTable {
     completion_tokens: ctx.usage?.completion_tokens ?? null,
     total_tokens: ctx.usage?.total_tokens ?? null,
     usage_source: ctx.usageSource,
+    cost_micros: ctx.costMicros ?? null,
   };
 }

@@ -1,0 +1,76 @@
+/**
+ * Meter stage (after route, before prepare): rate limits and budget reservation for the request's
+ * worst case, and — when the request ends, whatever the outcome — settlement to the actual usage.
+ *
+ * Worst case = prompt tokens (counted with a tokenizer, see `countPromptTokens`) + the request's
+ * completion cap (`max_completion_tokens`, else `max_tokens`, else `max_output_tokens` for
+ * `/v1/responses`), or the configured `metering.default_max_tokens` when it sets none. When a budget
+ * holds a reservation for a request without a cap, that default cap is written into the upstream
+ * request (`max_tokens` / `max_output_tokens`), so the upstream cannot produce more than was reserved.
+ */
+import { GatewayError } from '../http/errors.ts';
+import type { Operation } from '../providers/types.ts';
+import { MeteringError, countPromptTokens, costMicros, type Admission, type Metering, type PriceTable } from '../metering/index.ts';
+import type { RequestContext } from './context.ts';
+
+/** What the pipeline needs of metering (absent: no limits, no budgets, no costs). */
+export interface MeterDeps {
+  metering: Metering;
+  prices: PriceTable;
+  defaultMaxTokens: number;
+}
+
+/** The completion cap a request sets (tokens), or null. Non-integers and negatives count as unset. */
+export function requestedMaxTokens(body: Record<string, unknown>, op: Operation): number | null {
+  const fields = op === 'responses' ? ['max_output_tokens'] : ['max_completion_tokens', 'max_tokens'];
+  for (const f of fields) {
+    const v = body[f];
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
+  }
+  return null;
+}
+
+/**
+ * Admits the request (rate limits, budget reservation) or throws the 429.
+ * @throws GatewayError 429 `rate_limit_exceeded` / `tokens_rate_limit_exceeded` / `budget_exceeded`
+ *   with OpenAI's `x-ratelimit-*` headers and `retry-after`
+ */
+export async function admit(ctx: RequestContext, body: Record<string, unknown>, deps: MeterDeps): Promise<void> {
+  const p = ctx.principal;
+  if (!p || !ctx.modelName) return;
+  const maxTokens = requestedMaxTokens(body, ctx.operation);
+  let adm: Admission;
+  try {
+    adm = await deps.metering.admit({
+      tenantId: p.tenantId,
+      keyId: p.keyId,
+      model: ctx.modelName,
+      promptTokens: () => countPromptTokens(body, ctx.operation),
+      maxTokens,
+    });
+  } catch (err) {
+    if (err instanceof MeteringError) throw new GatewayError(429, err.type, err.code, err.message, null, err.headers);
+    throw err;
+  }
+  ctx.admission = adm;
+  Object.assign(ctx.responseHeaders, adm.headers);
+  if (maxTokens === null && adm.reservedCompletionTokens !== null && ctx.operation !== 'embeddings') {
+    body[ctx.operation === 'responses' ? 'max_output_tokens' : 'max_tokens'] = adm.reservedCompletionTokens;
+  }
+}
+
+/**
+ * Settles the request's admission to its actual usage and sets `ctx.costMicros` (also for requests
+ * that had no admission, from the price table). Never throws: a failure is returned for logging,
+ * and the reservation then stays held (never under-charged) until an operator fixes it.
+ */
+export async function settle(ctx: RequestContext, deps: MeterDeps): Promise<Error | null> {
+  const usage = ctx.usage ? { prompt_tokens: ctx.usage.prompt_tokens ?? 0, completion_tokens: ctx.usage.completion_tokens ?? 0 } : null;
+  try {
+    if (ctx.admission) ctx.costMicros = (await deps.metering.settle(ctx.admission, usage)).costMicros;
+    else if (usage && ctx.modelName) ctx.costMicros = costMicros(deps.prices, ctx.modelName, usage);
+    return null;
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
