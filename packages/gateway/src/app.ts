@@ -92,7 +92,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     bodyLimit: config.server.body_limit_bytes,
     requestTimeoutMs: config.server.request_timeout_ms,
     dataPlane: pipeline,
-    admin: { store: () => (phase ? null : (store ?? null)), journal: () => journal ?? null, audited, invalidateKeys: () => auth?.invalidate() },
+    admin: { store: () => (phase ? null : (store ?? null)), journal: () => journal ?? null, audited, invalidateKeys: () => (auth?.invalidate(), metering?.invalidate()) },
     ...(audited
       ? {
           audit: {

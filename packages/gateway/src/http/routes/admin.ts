@@ -80,7 +80,7 @@ export interface AdminApiDeps {
   journal(): Journal | null;
   /** True when the audit log is on (then every change needs its entry). */
   audited: boolean;
-  /** Makes the data-plane key cache forget everything (called after every key change). */
+  /** Makes the data-plane caches (keys, limits, budgets) forget everything (called after every change). */
   invalidateKeys(): void;
   /** Clock, ms since epoch (tests). Default `Date.now`. */
   now?: () => number;
@@ -365,14 +365,15 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminApiDeps): v
       return { store, journal: deps.audited ? journal : null };
     };
     const principal = (req: FastifyRequest): AdminPrincipal => (req as AdminRequest)[ADMIN]!;
-    const change = (req: FastifyRequest, keysChanged = false): ChangeContext => {
+    const change = (req: FastifyRequest, _keysChanged = false): ChangeContext => {
       const { store, journal } = ready();
       return {
         store,
         journal,
         actor: `admin:${principal(req).id}`,
         now,
-        ...(keysChanged ? { onChanged: () => deps.invalidateKeys() } : {}),
+        // Any change may concern keys, limits or budgets: drop the in-process caches at once.
+        onChanged: () => deps.invalidateKeys(),
         warn: (msg, err) => req.log.error({ err }, msg),
       };
     };
