@@ -255,6 +255,7 @@ function suite(backend: Backend): void {
         const k = await createKey(store, { tenant: 'auth-t' });
         assert.deepEqual(await auth.authenticate(k.key), {
           keyId: k.id,
+          meteringKeyId: k.id,
           tenantId: k.tenantId,
           tenant: 'auth-t',
           modelAllowlist: null,

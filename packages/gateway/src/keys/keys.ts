@@ -177,6 +177,8 @@ export interface TenantAttributes {
 /** The identity behind an accepted key (frozen). */
 export interface AuthenticatedKey {
   readonly keyId: string;
+  /** The key whose limits and budgets apply: this key, or after rotation its newest successor. */
+  readonly meteringKeyId: string;
   readonly tenantId: string;
   readonly tenant: string;
   /** Model aliases the key may use; null = every model. */
@@ -203,6 +205,7 @@ export function parseAllowlist(text: string | null | undefined): string[] | null
 /** Builds a frozen {@link AuthenticatedKey} (the allowlist and attributes frozen too). */
 export function authenticatedKey(v: {
   keyId: string;
+  meteringKeyId?: string;
   tenantId: string;
   tenant: string;
   modelAllowlist: string[] | null;
@@ -211,6 +214,7 @@ export function authenticatedKey(v: {
 }): AuthenticatedKey {
   return Object.freeze({
     keyId: v.keyId,
+    meteringKeyId: v.meteringKeyId ?? v.keyId,
     tenantId: v.tenantId,
     tenant: v.tenant,
     modelAllowlist: v.modelAllowlist === null ? null : (Object.freeze([...v.modelAllowlist]) as string[]),
@@ -323,8 +327,17 @@ export class KeyAuthenticator {
     const b = Buffer.from(row.digest, 'hex');
     if (a.length !== b.length || !timingSafeEqual(a, b)) return null;
     if (row.revoked_at !== null) return null;
+    // A rotated key is metered as its newest successor: rotation moves key-scoped limits and budgets
+    // to the new key, and the old one (during its overlap) must not escape them.
+    let meteringKeyId = row.id;
+    for (let i = 0; i < 32; i++) {
+      const next = await this.#store.db.selectFrom('api_keys').select('id').where('rotated_from', '=', meteringKeyId).orderBy('created_at', 'desc').executeTakeFirst();
+      if (!next) break;
+      meteringKeyId = next.id;
+    }
     return authenticatedKey({
       keyId: row.id,
+      meteringKeyId,
       tenantId: row.tenant_id,
       tenant: row.tenant,
       modelAllowlist: parseAllowlist(row.model_allowlist),

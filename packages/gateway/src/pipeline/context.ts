@@ -19,6 +19,8 @@ export interface Usage {
 /** The authenticated principal (never the key itself). */
 export interface Principal {
   keyId: string;
+  /** The key whose limits and budgets apply (after a rotation, the newest successor); default `keyId`. */
+  meteringKeyId?: string;
   tenantId: string;
   tenant: string;
   /** Model aliases this key may use; null = every configured model (403 `model_not_allowed` otherwise). */
@@ -85,6 +87,10 @@ export interface RequestContext {
   costMicros?: number | null;
   /** The meter stage's admission (rate limits passed, budgets reserved), settled when the request ends. */
   admission?: Admission;
+  /** True once the request was handed to the upstream (its prompt may have been processed). */
+  forwarded?: boolean;
+  /** Size of a successful non-stream answer that carried no usage (chars), for the estimate. */
+  responseChars?: number;
   /** Extra headers for the response, whatever its status (e.g. `x-ratelimit-*`). */
   responseHeaders: Record<string, string>;
   // --- audit ---

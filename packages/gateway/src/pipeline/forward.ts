@@ -81,6 +81,7 @@ export async function forward(
   const route = ctx.route!;
   let result: ProviderResult;
   try {
+    ctx.forwarded = true;
     result = await route.provider.call({
       operation: ctx.operation,
       body: upstreamBody,
@@ -142,7 +143,7 @@ async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind:
     if (u) {
       ctx.usage = u;
       ctx.usageSource = 'upstream';
-    }
+    } else ctx.responseChars = r.body.length;
   } else {
     ctx.outcome = 'upstream_error';
     const e = parsed?.['error'] as Record<string, unknown> | undefined;

@@ -4,7 +4,8 @@
  *
  * Worst case = prompt tokens (counted with a tokenizer, see `countPromptTokens`) + the request's
  * completion cap (`max_completion_tokens`, else `max_tokens`, else `max_output_tokens` for
- * `/v1/responses`), or the configured `metering.default_max_tokens` when it sets none. When a budget
+ * `/v1/responses`; 0 for embeddings), or the configured `metering.default_max_tokens` when it sets
+ * none, times the completions one request can produce (`n`, a batch of prompts, `best_of`). When a budget
  * holds a reservation for a request without a cap, that default cap is written into the upstream
  * request (`max_tokens` / `max_output_tokens`), so the upstream cannot produce more than was reserved.
  */
@@ -18,6 +19,20 @@ export interface MeterDeps {
   metering: Metering;
   prices: PriceTable;
   defaultMaxTokens: number;
+}
+
+/**
+ * How many completions one request can produce: `n` for chat; for legacy completions, the number
+ * of prompts (a batch) × `max(n, best_of)`. The worst case reserves the cap for each of them.
+ */
+export function completionsPerRequest(body: Record<string, unknown>, op: Operation): number {
+  const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v >= 1 ? v : 1);
+  if (op === 'chat.completions') return int(body['n']);
+  if (op !== 'completions') return 1;
+  const prompt = body['prompt'];
+  // A batch: an array of strings or of token arrays (an array of numbers is ONE prompt).
+  const prompts = Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] !== 'number' ? prompt.length : 1;
+  return prompts * Math.max(int(body['n']), int(body['best_of']));
 }
 
 /** The completion cap a request sets (tokens), or null. Non-integers and negatives count as unset. */
@@ -38,15 +53,17 @@ export function requestedMaxTokens(body: Record<string, unknown>, op: Operation)
 export async function admit(ctx: RequestContext, body: Record<string, unknown>, deps: MeterDeps): Promise<void> {
   const p = ctx.principal;
   if (!p || !ctx.modelName) return;
-  const maxTokens = requestedMaxTokens(body, ctx.operation);
+  // Embeddings produce no completion; otherwise the cap (or the default) for every completion.
+  const cap = ctx.operation === 'embeddings' ? 0 : requestedMaxTokens(body, ctx.operation);
+  const per = cap ?? deps.defaultMaxTokens;
   let adm: Admission;
   try {
     adm = await deps.metering.admit({
       tenantId: p.tenantId,
-      keyId: p.keyId,
+      keyId: p.meteringKeyId ?? p.keyId,
       model: ctx.modelName,
       promptTokens: () => countPromptTokens(body, ctx.operation),
-      maxTokens,
+      maxTokens: per * completionsPerRequest(body, ctx.operation),
     });
   } catch (err) {
     if (err instanceof MeteringError) throw new GatewayError(429, err.type, err.code, err.message, null, err.headers);
@@ -54,8 +71,9 @@ export async function admit(ctx: RequestContext, body: Record<string, unknown>, 
   }
   ctx.admission = adm;
   Object.assign(ctx.responseHeaders, adm.headers);
-  if (maxTokens === null && adm.reservedCompletionTokens !== null && ctx.operation !== 'embeddings') {
-    body[ctx.operation === 'responses' ? 'max_output_tokens' : 'max_tokens'] = adm.reservedCompletionTokens;
+  if (cap === null && adm.reservedCompletionTokens !== null) {
+    // The reservation assumed the default cap: make it the upstream's cap too.
+    body[ctx.operation === 'responses' ? 'max_output_tokens' : 'max_tokens'] = per;
   }
 }
 

@@ -10,12 +10,16 @@ import type { RequestContext } from './context.ts';
 const CHARS_PER_TOKEN = 4;
 
 /**
- * Fill in an estimate when a stream ended without upstream usage (e.g. the client disconnected):
- * completion tokens = relayed content chunks (each carries at least one token), prompt tokens =
- * prompt characters / 4. Never 0 when something was generated.
+ * Fill in an estimate when the upstream was reached but reported no usage (a client that
+ * disconnected, an engine that sends none): prompt tokens = prompt characters / 4 (the prompt was
+ * sent, so it may have been processed); completion tokens = relayed content chunks for a stream
+ * (each carries at least one token), the answer's characters / 4 for a non-stream answer. Never 0
+ * when something was generated.
  */
 export function estimateUsage(ctx: RequestContext): void {
-  if (ctx.usage || ctx.relayedDeltas === 0) return;
+  if (ctx.usage || !ctx.forwarded) return;
+  // An upstream or gateway error: nothing was generated, and whether the prompt was processed is unknown.
+  if (ctx.outcome !== 'ok' && ctx.outcome !== 'client_disconnected' && ctx.relayedDeltas === 0) return;
   const body = ctx.body;
   let chars = 0;
   if (body) {
@@ -23,7 +27,9 @@ export function estimateUsage(ctx: RequestContext): void {
     chars = src === undefined ? 0 : JSON.stringify(src).length;
   }
   const prompt = Math.ceil(chars / CHARS_PER_TOKEN);
-  ctx.usage = { prompt_tokens: prompt, completion_tokens: ctx.relayedDeltas, total_tokens: prompt + ctx.relayedDeltas };
+  const completion = ctx.stream ? ctx.relayedDeltas : Math.ceil((ctx.responseChars ?? 0) / CHARS_PER_TOKEN);
+  if (prompt === 0 && completion === 0) return;
+  ctx.usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
   ctx.usageSource = 'estimate';
 }
 

@@ -277,6 +277,10 @@ export function rotateApiKey(cc: ChangeContext, id: string, overlapMs: number): 
         await cc.store.db.transaction().execute(async (trx) => {
           await trx.insertInto('api_keys').values(newKeyRow(next, digestKey(secret))).execute();
           await trx.updateTable('api_keys').set({ expires_at: oldAfter.expiresAt }).where('id', '=', id).execute();
+          // Key-scoped limits and budgets move to the successor (the old key is metered as its
+          // successor during the overlap, see KeyAuthenticator): rotating never escapes them.
+          await trx.updateTable('rate_limits').set({ scope_id: next.id }).where('scope_kind', '=', 'key').where('scope_id', '=', id).execute();
+          await trx.updateTable('budgets').set({ scope_id: next.id }).where('scope_kind', '=', 'key').where('scope_id', '=', id).execute();
         });
         return { apiKey: next, secret, previous: oldAfter };
       },

@@ -314,13 +314,32 @@ function parseBound(v: string | undefined, param: string): number | undefined {
   return parseTime(v, param)!;
 }
 
+/** True when every string (values and member names) in `v` is well-formed UTF-16 (iterative walk). */
+function wellFormedStrings(v: unknown): boolean {
+  const ok = (s: string) => (s as string & { isWellFormed(): boolean }).isWellFormed();
+  const stack: unknown[] = [v];
+  while (stack.length > 0) {
+    const x = stack.pop();
+    if (typeof x === 'string') {
+      if (!ok(x)) return false;
+    } else if (Array.isArray(x)) for (const y of x) stack.push(y);
+    else if (x !== null && typeof x === 'object') {
+      for (const [k, y] of Object.entries(x)) {
+        if (!ok(k)) return false;
+        stack.push(y);
+      }
+    }
+  }
+  return true;
+}
+
 /** Rejects fields a closed (`additionalProperties: false`) schema does not name, recursively. */
 function rejectUnknown(value: unknown, schema: Record<string, any> | undefined, path: string): void {
   if (!schema || typeof value !== 'object' || value === null || Array.isArray(value)) return;
   const props = (schema['properties'] ?? {}) as Record<string, Record<string, any>>;
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
     const p = path ? `${path}.${k}` : k;
-    if (!(k in props)) {
+    if (!Object.hasOwn(props, k)) {
       if (schema['additionalProperties'] === false) throw invalidParam(p, `Unknown parameter '${p.slice(0, 100)}'.`, 'unknown_parameter');
       continue;
     }
@@ -383,11 +402,15 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminApiDeps): v
     admin.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 1 << 20 }, (_req, text, done) => {
       const s = String(text);
       if (s.trim() === '') return done(null, undefined);
+      let v: unknown;
       try {
-        done(null, JSON.parse(s));
+        v = JSON.parse(s);
       } catch {
-        done(invalidParam('body', 'The request body is not valid JSON.', 'invalid_json'));
+        return done(invalidParam('body', 'The request body is not valid JSON.', 'invalid_json'));
       }
+      // Strings must be valid Unicode (no lone surrogates): they end up in audit entries (RFC 8785).
+      if (!wellFormedStrings(v)) return done(invalidParam('body', 'The request body contains a string with a lone UTF-16 surrogate.', 'invalid_string'));
+      done(null, v);
     });
 
     admin.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: Array<{ instancePath?: string; params?: Record<string, unknown>; message?: string }>; validationContext?: string }, req, reply) => {
