@@ -36,7 +36,7 @@ database:
 logging:
   level: info              # fatal | error | warn | info | debug | trace | silent
 
-metering:                  # limits and budgets are set with the CLI or /admin/v1 (README)
+metering:                  # limits and budgets are set through /admin/v1 (README)
   # redis_url: redis://127.0.0.1:6379   # share rate-limit counters between replicas
   default_max_tokens: 4096 # reserved, and sent upstream as the cap, when a request sets none
   prices: {}               # e.g. { sovra-austen: { input_per_1m_usd: 0.1, output_per_1m_usd: 0.4 } }
