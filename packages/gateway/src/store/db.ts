@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, SqliteDriver, sql, type DatabaseConnection, type Driver, type SqliteDialectConfig } from 'kysely';
 import type { Database } from './schema.ts';
 import { runMigrations } from './migrations.ts';
 
@@ -76,6 +76,28 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
   );
 }
 
+/**
+ * Kysely's SQLite dialect, with transactions that start with `BEGIN IMMEDIATE` (take the write lock
+ * at once) instead of a deferred `BEGIN`. Other connections write to the same file (the store worker,
+ * other replicas, the CLI); a deferred transaction that reads and then writes fails at once with
+ * SQLITE_BUSY when another connection committed in between (the busy timeout does not apply to that
+ * upgrade), whereas an immediate one waits for the lock (busy_timeout) and then sees the latest data.
+ */
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): Driver {
+    return new (class extends SqliteDriver {
+      override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+        await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+      }
+    })(this.#config);
+  }
+}
+
 function openSqlite(rest: string, opts: OpenStoreOptions): Store {
   let file: string;
   if (rest === ':memory:') {
@@ -96,7 +118,7 @@ function openSqlite(rest: string, opts: OpenStoreOptions): Store {
   } catch (err) {
     throw new Error(`Cannot open SQLite database ${file}: ${(err as Error).message}`, { cause: err });
   }
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: native }) });
+  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: native }) });
   opts.log?.(`store: sqlite ${file}`);
   let closed = false;
   return {
