@@ -187,14 +187,16 @@ async function main(): Promise<void> {
 
   const url = await gw.start();
   const k = await createKey(gw.store(), { tenant: 'bench', name: 'bench-key' });
-  if (values.metering === 'on') {
+  if (values.metering === 'on' || values.metering === 'limits') {
     // Limits and budgets that apply to every request but never refuse one: the cost of checking
     // RPM and TPM (key and tenant), counting prompt tokens, reserving and settling two budgets.
     const big = 1_000_000_000;
     await setLimits(gw.store(), { kind: 'key', id: k.id }, { rpm: big, tpm: big });
     await setLimits(gw.store(), { kind: 'tenant', id: k.tenantId }, { rpm: big, tpm: big });
-    await createBudget(gw.store(), { scope: { kind: 'key', id: k.id }, unit: 'tokens', amount: 1e15, period: 'month' });
-    await createBudget(gw.store(), { scope: { kind: 'tenant', id: k.tenantId }, unit: 'tokens', amount: 1e15, period: 'month' });
+    if (values.metering === 'on') {
+      await createBudget(gw.store(), { scope: { kind: 'key', id: k.id }, unit: 'tokens', amount: 1e15, period: 'month' });
+      await createBudget(gw.store(), { scope: { kind: 'tenant', id: k.tenantId }, unit: 'tokens', amount: 1e15, period: 'month' });
+    }
   }
   await gw.backendsSettled();
   process.stdout.write(JSON.stringify({ url, key: k.key, dir, logFile, pid: process.pid }) + '\n');

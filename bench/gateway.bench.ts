@@ -56,7 +56,7 @@ const USAGE = `Usage: node --import tsx bench/gateway.bench.ts [options]   (or: 
                       (summarise it with: node --import tsx bench/profile-summary.ts FILE)
   --out DIR           where the JSON results go (default bench/results)
   --audit on|off      the gateway's transparency log (default on; off = request rows only)
-  --metering on|off   RPM/TPM limits and token budgets on the bench key and tenant, set so high they never refuse (default off)
+  --metering on|limits|off   RPM/TPM limits (and with on, token budgets) on the bench key and tenant, set so high they never refuse (default off)
 `;
 
 // ---------------------------------------------------------------------------------------------------
@@ -74,8 +74,8 @@ export interface BenchOptions {
   outDir: string;
   /** The gateway's `audit.enabled`. */
   audit: boolean;
-  /** Limits and budgets on the bench key and tenant. */
-  metering: boolean;
+  /** Limits (`limits`), limits and budgets (`on`) on the bench key and tenant, or none (`off`). */
+  metering: 'on' | 'limits' | 'off';
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -116,8 +116,9 @@ function parseOptions(argv: string[]): BenchOptions {
     cpuProf: values['cpu-prof'] || !!process.env['SOVRA_BENCH_CPU_PROF'],
     outDir: resolve(values.out),
     metering: (() => {
-      if (values.metering !== 'on' && values.metering !== 'off') throw new Error(`--metering must be on or off, got "${values.metering}"`);
-      return values.metering === 'on';
+      const m = values.metering;
+      if (m !== 'on' && m !== 'limits' && m !== 'off') throw new Error(`--metering must be on, limits or off, got "${m}"`);
+      return m;
     })(),
     audit: (() => {
       if (values.audit !== 'on' && values.audit !== 'off') throw new Error(`--audit must be on or off, got "${values.audit}"`);
@@ -459,7 +460,7 @@ export function markdownReport(report: BenchReport): string {
   out.push(
     `Node ${m.node}, ${m.cpus}× ${m.cpuModel}, load average at start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' / ')}. ` +
       `Warm-up ${report.options.warmupS} s, measured ${report.options.durationS} s per row; latency = time to the end of the response. ` +
-      `Audit log: ${report.options.audit === false ? 'off' : 'on'}. Limits and budgets: ${report.options.metering ? 'on' : 'off'}.`,
+      `Audit log: ${report.options.audit === false ? 'off' : 'on'}. Limits and budgets: ${report.options.metering ?? 'off'}.`,
   );
   out.push('');
   out.push('| mode | conns | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors | non-2xx | CPU% mock / gw / loadgen |');
@@ -533,7 +534,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<Benc
     const profDir = process.env['SOVRA_BENCH_CPU_PROF'] ?? (opts.cpuProf ? join(opts.outDir, 'profiles') : undefined);
     if (profDir) gwEnv['SOVRA_BENCH_CPU_PROF'] = resolve(profDir);
     else delete gwEnv['SOVRA_BENCH_CPU_PROF'];
-    const gw = await spawnChild('gateway', 'gateway-server.ts', ['--upstream', String(mock.info['url']), '--audit', opts.audit ? 'on' : 'off', '--metering', opts.metering ? 'on' : 'off'], gwEnv);
+    const gw = await spawnChild('gateway', 'gateway-server.ts', ['--upstream', String(mock.info['url']), '--audit', opts.audit ? 'on' : 'off', '--metering', opts.metering], gwEnv);
     const key = String(gw.info['key']);
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
     const direct: Endpoint = { url: `${String(mock.info['url'])}/v1/chat/completions`, headers };
