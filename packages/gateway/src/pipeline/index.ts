@@ -23,7 +23,7 @@ import { DATA_PLANE_ROUTES, type DataPlane } from '../http/routes/openai.ts';
 import { authenticate, type Authenticator } from './authenticate.ts';
 import { newContext, type Outcome, type Principal, type RequestContext } from './context.ts';
 import { forward } from './forward.ts';
-import { admit, settle, type MeterDeps } from './meter.ts';
+import { admit, priceOnly, settle, type MeterDeps } from './meter.ts';
 import { prepareUpstreamBody } from './prepare.ts';
 import { estimateUsage, toRecord } from './record.ts';
 import { Commitments } from '../audit/record.ts';
@@ -179,10 +179,10 @@ export class Pipeline implements DataPlane {
     ctx.committed ??= (async () => {
       estimateUsage(ctx);
       const meter = this.deps.meter?.();
-      if (meter) {
+      if (meter && ctx.admission) {
         const err = await settle(ctx, meter);
         if (err) this.deps.logger.error({ err, req_id: ctx.id }, 'settling the request against its budgets failed; its reservation stays held');
-      }
+      } else if (meter) priceOnly(ctx, meter); // no await: nothing to settle, the record goes out at once
       const row = toRecord(ctx);
       ctx.row = row;
       try {

@@ -77,6 +77,13 @@ export async function admit(ctx: RequestContext, body: Record<string, unknown>, 
   }
 }
 
+/** Sets `ctx.costMicros` from the price table when the request had no admission (synchronous). */
+export function priceOnly(ctx: RequestContext, deps: MeterDeps): void {
+  if (ctx.usage && ctx.modelName) {
+    ctx.costMicros = costMicros(deps.prices, ctx.modelName, { prompt_tokens: ctx.usage.prompt_tokens ?? 0, completion_tokens: ctx.usage.completion_tokens ?? 0 });
+  }
+}
+
 /**
  * Settles the request's admission to its actual usage and sets `ctx.costMicros` (also for requests
  * that had no admission, from the price table). Never throws: a failure is returned for logging,
