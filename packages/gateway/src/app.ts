@@ -142,8 +142,6 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       ...(config.metering.redis_url ? { redisUrl: config.metering.redis_url } : {}),
       prices: config.metering.prices,
       defaultMaxTokens: config.metering.default_max_tokens,
-      // SQLite file: budget reservations run on the store worker, beside the journal's commits.
-      ...(storeWorker ? { ledger: storeWorker.ledger(store) } : {}),
     });
     auth = new KeyAuthenticator(store);
     phase = null;

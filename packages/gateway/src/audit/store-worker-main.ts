@@ -14,14 +14,12 @@ import type { Logger } from '../telemetry/logger.ts';
 import { commitBatch, prepareJournalTx, type JournalItem, type JournalTx } from './journal.ts';
 import { AuditLog, type PublishedCheckpoint } from './integrator.ts';
 import type { WorkerAuditOptions } from './store-worker.ts';
-import { createLedger, type HoldRequest, type HoldSettle } from '../metering/ledger.ts';
 
 const port = parentPort as MessagePort;
 const { file } = workerData as { file: string };
 const store = await openStore(`sqlite:${file}`);
 const native = store.sqlite!;
 let tx: JournalTx | undefined;
-const ledger = createLedger(store);
 let audit: AuditLog | undefined;
 
 type Msg =
@@ -30,8 +28,6 @@ type Msg =
   | { t: 'audit-start' }
   | { t: 'audit-drain'; id: number }
   | { t: 'audit-close'; id: number }
-  | { t: 'ledger-reserve'; id: number; holds: HoldRequest[] }
-  | { t: 'ledger-settle'; id: number; holds: HoldSettle[] }
   | { t: 'exit' };
 
 const wire = (e: unknown) => {
@@ -109,15 +105,6 @@ function handle(m: Msg): void {
     case 'audit-close':
       void reply(m.id, async () => {
         await audit?.close();
-        return null;
-      });
-      return;
-    case 'ledger-reserve':
-      void reply(m.id, () => ledger.reserve(m.holds));
-      return;
-    case 'ledger-settle':
-      void reply(m.id, async () => {
-        await ledger.settle(m.holds);
         return null;
       });
       return;

@@ -11,7 +11,7 @@
  *
  * Protocol (structured-clone messages, `t` = type):
  * - main → worker: `commit {b, items, now}`, `audit-open {id, opts}`, `audit-start`,
- *   `audit-drain {id}`, `audit-close {id}`, `ledger-reserve {id, holds}`, `ledger-settle {id, holds}`, `exit`;
+ *   `audit-drain {id}`, `audit-close {id}`, `exit`;
  * - worker → main: `committed {b, errors}`, `reply {id, ok, value | error}`,
  *   `checkpoint {size, rootHash, note}` after each new checkpoint, `log {level, obj, msg}`.
  *
@@ -24,7 +24,6 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { BatchCommitter, JournalItem } from './journal.ts';
 import { AuditIntegrityError, type PublishedCheckpoint } from './integrator.ts';
 import { AuditStorage } from './storage.ts';
-import { createLedger, type Ledger } from '../metering/ledger.ts';
 
 /** What the gateway needs of a running audit log, in-process ({@link AuditLog}) or in the worker. */
 export interface RunningAuditLog {
@@ -226,19 +225,6 @@ export class StoreWorker implements BatchCommitter {
         closed = true;
         await this.#call({ t: 'audit-close' });
       },
-    };
-  }
-
-  /**
-   * A budget ledger (see `metering/ledger.ts`) whose reservations and settlements run on the worker,
-   * on the same connection as the journal's commits (no lock contention with them). When the worker
-   * is not running, `store`'s own ledger is used on the calling thread.
-   */
-  ledger(store: Store): Ledger {
-    const local = createLedger(store);
-    return {
-      reserve: (holds) => (this.#alive ? this.#call<number>({ t: 'ledger-reserve', holds }) : local.reserve(holds)),
-      settle: (holds) => (this.#alive ? this.#call<void>({ t: 'ledger-settle', holds }) : local.settle(holds)),
     };
   }
 

@@ -7,7 +7,6 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAb
 import type { Store } from '../store/db.ts';
 import { MeteringError, formatReset, retryAfterSeconds } from './errors.ts';
 import { createLedger, type HoldRequest, type Ledger } from './ledger.ts';
-export type { Ledger } from './ledger.ts';
 import { nextPeriodStart, periodStart } from './periods.ts';
 import { costMicros, type PriceTable } from './prices.ts';
 import { loadBudgets, loadLimits } from './storage.ts';
@@ -45,12 +44,6 @@ export interface MeteringOptions {
   keyPrefix?: string;
   /** Clock for budget periods and the definitions cache (ms since epoch). Default `Date.now`. */
   now?: () => number;
-  /**
-   * Where budget reservations are written (default: the store's own ledger on this thread). The
-   * gateway passes the store worker's, so that on SQLite these writes share the worker's connection
-   * with the journal instead of waiting for its write lock on the event loop.
-   */
-  ledger?: Ledger;
 }
 
 /** A counter consumed by an admitted request (to give back or correct later). */
@@ -126,7 +119,7 @@ export class Metering {
    */
   constructor(store: Store, opts: MeteringOptions) {
     this.#store = store;
-    this.#ledger = opts.ledger ?? createLedger(store);
+    this.#ledger = createLedger(store);
     this.#prices = opts.prices;
     this.#defaultMaxTokens = Math.max(0, Math.floor(opts.defaultMaxTokens));
     this.#prefix = opts.keyPrefix ?? 'sovra:rl';
