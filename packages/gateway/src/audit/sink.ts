@@ -4,16 +4,9 @@
  * one group-committed transaction, and the commit resolves with the entry's base64 leaf hash; with the
  * audit log off only the row is written, in the background.
  */
-import { encodeBase64 } from '@sovra/tlog';
-import { nodeTreeHasher } from '@sovra/tlog/node';
 import type { Logger } from '../telemetry/logger.ts';
 import type { RecordSink } from '../pipeline/index.ts';
 import type { Journal } from './journal.ts';
-
-/** Base64 `LH(entry)` (spec §3, §10.4). */
-export function leafHashBase64(entry: Uint8Array): string {
-  return encodeBase64(nodeTreeHasher.hashLeaf(entry));
-}
 
 /**
  * @param journal the journal, or undefined while the store is not open (then nothing is recorded)

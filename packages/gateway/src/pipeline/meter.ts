@@ -85,15 +85,15 @@ export function priceOnly(ctx: RequestContext, deps: MeterDeps): void {
 }
 
 /**
- * Settles the request's admission to its actual usage and sets `ctx.costMicros` (also for requests
- * that had no admission, from the price table). Never throws: a failure is returned for logging,
- * and the reservation then stays held (never under-charged) until an operator fixes it.
+ * Settles the request's admission to its actual usage and sets `ctx.costMicros` (requests without an
+ * admission are priced by {@link priceOnly}). Never throws: a failure is returned for logging, and
+ * the reservation then stays held (never under-charged) until an operator fixes it.
  */
 export async function settle(ctx: RequestContext, deps: MeterDeps): Promise<Error | null> {
+  if (!ctx.admission) return null;
   const usage = ctx.usage ? { prompt_tokens: ctx.usage.prompt_tokens ?? 0, completion_tokens: ctx.usage.completion_tokens ?? 0 } : null;
   try {
-    if (ctx.admission) ctx.costMicros = (await deps.metering.settle(ctx.admission, usage)).costMicros;
-    else if (usage && ctx.modelName) ctx.costMicros = costMicros(deps.prices, ctx.modelName, usage);
+    ctx.costMicros = (await deps.metering.settle(ctx.admission, usage)).costMicros;
     return null;
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));
