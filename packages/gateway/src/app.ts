@@ -16,9 +16,11 @@ import type { Config } from './config/schema.ts';
 import { resolveDatabaseUrl } from './config/load.ts';
 import { buildServer } from './http/server.ts';
 import { Pipeline } from './pipeline/index.ts';
-import { RouteTable } from './pipeline/route.ts';
-import { buildProviders } from './providers/registry.ts';
-import type { Provider } from './providers/types.ts';
+import { RoutingService, unservableReport, type ReloadSummary } from './routing/service.ts';
+import { parseConfig, ConfigError } from './config/load.ts';
+import { readFileSync } from 'node:fs';
+import { recordAdminAction } from './audit/admin.ts';
+import { auditUnavailable } from './pipeline/audit-errors.ts';
 import { openStore, type Store } from './store/db.ts';
 import { KeyAuthenticator } from './keys/keys.ts';
 import { isAbsolute, resolve } from 'node:path';
@@ -36,6 +38,8 @@ export interface GatewayOptions {
   configDir: string;
   logger?: Logger;
   env?: NodeJS.ProcessEnv;
+  /** The configuration file, for {@link Gateway.reload} (hot reload); without it reload needs a config. */
+  configPath?: string;
 }
 
 /** A running (or startable) gateway. */
@@ -54,6 +58,16 @@ export interface Gateway {
   start(): Promise<string>;
   /** Resolves when every backend finished starting (successfully or not). */
   backendsSettled(): Promise<void>;
+  /** Backends, health and the current routing table. */
+  routing(): RoutingService;
+  /**
+   * Hot reload (docs/routing.md): re-reads the configuration file (or takes `config`), validates it
+   * and swaps the routing (backends, models, residency) atomically; in-flight requests finish on
+   * what they started with. Each successful reload is an audit entry (`config.reload`).
+   * Sections that need a restart (server, database, audit, metering) are ignored, with a warning.
+   * @throws ConfigError when the file is invalid (the running configuration is kept)
+   */
+  reload(config?: Config, actor?: string): Promise<ReloadSummary>;
   /** Stop accepting, finish in-flight requests, flush records, close backends and store. */
   close(): Promise<void>;
 }
@@ -63,8 +77,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger(config.logging.level);
   const env = opts.env ?? process.env;
-  const providers: Map<string, Provider> = await buildProviders(config.backends, opts.configDir, env, (level, msg) => logger[level](msg));
-  const routes = new RouteTable(config, providers);
+  const routing = await RoutingService.create(config, { configDir: opts.configDir, env, log: (level, msg) => logger[level](msg) });
+  for (const w of unservableReport(routing.table())) logger.warn(`residency: ${w}`);
+  let running = config; // the configuration routing runs on (replaced by reloads)
 
   let store: Store | undefined;
   let journal: Journal | undefined;
@@ -78,7 +93,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const pipeline = new Pipeline({
     auth: { authenticate: (k) => auth!.authenticate(k) },
-    routes: () => routes,
+    routes: () => routing.table(),
     sink: createJournalSink(() => journal, audited, logger),
     logger,
     heartbeatMs: config.server.sse_heartbeat_ms,
@@ -92,7 +107,14 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     bodyLimit: config.server.body_limit_bytes,
     requestTimeoutMs: config.server.request_timeout_ms,
     dataPlane: pipeline,
-    admin: { store: () => (phase ? null : (store ?? null)), journal: () => journal ?? null, audited, invalidateKeys: () => (auth?.invalidate(), metering?.invalidate()) },
+    admin: { store: () => (phase ? null : (store ?? null)), journal: () => journal ?? null, audited, invalidateKeys: () => (auth?.invalidate(), metering?.invalidate()),
+      routing: {
+        report: () => routing.report(),
+        generation: () => routing.table().generation,
+        checkNow: () => routing.checkNow(),
+        reload: (actor) => reload(undefined, actor),
+      },
+    },
     ...(audited
       ? {
           audit: {
@@ -106,7 +128,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       ready() {
         const reasons: string[] = [];
         if (phase) reasons.push(phase);
-        for (const p of providers.values()) {
+        for (const p of routing.providers()) {
           const s = p.state();
           if (!s.ready) reasons.push(`backend ${p.id}: ${s.reason}`);
         }
@@ -145,19 +167,62 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     });
     auth = new KeyAuthenticator(store);
     phase = null;
-    settled = Promise.all(
-      [...providers.values()].map((p) =>
-        p.start().then(
-          () => logger.info({ backend: p.id, kind: p.kind }, 'backend ready'),
-          (err: Error) => logger.error({ backend: p.id, kind: p.kind }, `backend ${p.id} failed to start: ${err.message}`),
-        ),
-      ),
-    ).then(() => undefined);
+    settled = routing.startBackends(onBackendSettled);
+    // Tenants in the database that the residency configuration can never serve: say so now.
+    void reportUnservableTenants();
     return url;
+  }
+
+  function onBackendSettled(p: { id: string; kind: string }, err?: Error): void {
+    if (err) logger.error({ backend: p.id, kind: p.kind }, `backend ${p.id} failed to start: ${err.message}`);
+    else logger.info({ backend: p.id, kind: p.kind }, 'backend ready');
+  }
+
+  async function reportUnservableTenants(): Promise<void> {
+    try {
+      const rows = await store!.db.selectFrom('tenants').select(['name', 'jurisdiction', 'classification']).execute();
+      for (const w of unservableReport(routing.table(), rows.map((r) => ({ name: r.name, jurisdiction: r.jurisdiction ?? null, classification: r.classification ?? null })))) logger.warn(`residency: ${w}`);
+    } catch (err) {
+      logger.warn({ err }, 'could not check tenants against the residency configuration');
+    }
+  }
+
+  /** Serialises reloads (a SIGHUP during a file-watch reload waits for it). */
+  let reloading: Promise<unknown> = Promise.resolve();
+
+  async function reload(next?: Config, actor = 'server:reload'): Promise<ReloadSummary> {
+    const run = async (): Promise<ReloadSummary> => {
+      let cfg = next;
+      if (!cfg) {
+        if (!opts.configPath) throw new ConfigError('<none>', ['this gateway was started without a configuration file to reload']);
+        cfg = parseConfig(readFileSync(opts.configPath, 'utf8'), opts.configPath, env);
+      }
+      const ignored = (['server', 'database', 'logging', 'audit', 'metering'] as const).filter((k) => JSON.stringify(cfg![k]) !== JSON.stringify(running[k]));
+      const before = { backends: running.backends, models: running.models, residency: running.residency };
+      const after = { backends: cfg.backends, models: cfg.models, residency: cfg.residency };
+      // Write-ahead: the entry first; if the log cannot take it, nothing changes.
+      if (journal && audited && JSON.stringify(before) !== JSON.stringify(after))
+        await recordAdminAction(journal, { actor, action: 'config.reload', target: 'routing', before, after }).catch((err: unknown) => {
+          logger.error({ err }, 'the reload could not be recorded in the audit log; the running configuration is kept');
+          throw auditUnavailable();
+        });
+      const summary = await routing.reload({ ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency }, onBackendSettled);
+      running = { ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency };
+      for (const k of ignored) summary.warnings.push(`the "${k}" section changed; it takes effect at the next restart`);
+      logger.info({ generation: summary.generation, added: summary.added, changed: summary.changed, removed: summary.removed }, 'configuration reloaded');
+      for (const w of summary.warnings) logger.warn(`reload: ${w}`);
+      if (store && !phase) void reportUnservableTenants();
+      return summary;
+    };
+    const p = reloading.then(run, run);
+    reloading = p.catch(() => undefined);
+    return p;
   }
 
   return {
     app,
+    routing: () => routing,
+    reload,
     logger,
     store: () => store!,
     recorder: () => journal!,
@@ -182,7 +247,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await auditLog?.close();
       await storeWorker?.close();
       await metering?.close();
-      await Promise.all([...providers.values()].map((p) => p.close().catch(() => undefined)));
+      await routing.close();
       await store?.close();
     },
   };

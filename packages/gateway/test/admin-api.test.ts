@@ -72,7 +72,12 @@ describe('admin API', () => {
 
   before(async () => {
     mock = await startMockUpstream();
-    g = await startGateway({ config: { ...mockConfig(mock.url), audit: { checkpoint_interval_ms: 100 } }, env: MOCK_ENV });
+    // agency-a (jurisdiction SG, classification OFFICIAL) is served by the MY mock on a recorded basis.
+    const residency = {
+      classifications: ['OFFICIAL', 'RESTRICTED'],
+      tenants: { 'agency-a': { allowed_jurisdictions: ['SG'], transfer_bases: [{ destination: 'MY', basis: 'test agreement' }] } },
+    };
+    g = await startGateway({ config: { ...mockConfig(mock.url, { max_classification: 'RESTRICTED' }, { residency }), audit: { checkpoint_interval_ms: 100 } }, env: MOCK_ENV });
     work = mkdtempSync(join(g.dir, 'work-'));
     cliCfg = writeCliConfig(g.dir, g.database);
     // The offline root of trust: the first platform-admin comes from the CLI.

@@ -9,7 +9,7 @@ import { openStore, type Store } from '../src/store/db.ts';
 import { KeyAuthenticator, looksLikeKey } from '../src/keys/keys.ts';
 import { Journal } from '../src/audit/journal.ts';
 import { GatewayError } from '../src/http/errors.ts';
-import { assertModelAllowed } from '../src/pipeline/route.ts';
+import { assertModelAllowed } from '../src/routing/router.ts';
 import {
   AdminAuthenticator,
   createAdmin,

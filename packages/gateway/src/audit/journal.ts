@@ -35,7 +35,7 @@ import { nodeTreeHasher } from '@sovra/tlog/node';
 import type { Store } from '../store/db.ts';
 import type { RequestsTable } from '../store/schema.ts';
 import { REQUEST_COLUMNS, ROWS_PER_STATEMENT, normalise } from '../store/requests.ts';
-import { encodeRecord, requestRecord, type RecordCommitments } from './record.ts';
+import { encodeRecord, requestRecord, type RecordCommitments, type RecordPolicy } from './record.ts';
 
 /** One unit of the journal; every part is optional, all parts commit together. */
 export interface JournalItem {
@@ -48,7 +48,7 @@ export interface JournalItem {
    * the row's id), on the thread that commits — so that canonical JSON and hashing stay off the
    * event loop when a worker commits.
    */
-  requestEntry?: { tenant: string | null; commitments: RecordCommitments };
+  requestEntry?: { tenant: string | null; commitments: RecordCommitments; policy?: RecordPolicy };
   /** The commitment salt of an entry (`audit_secrets`). */
   salt?: { id: string; salt: Uint8Array };
 }

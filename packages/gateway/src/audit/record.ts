@@ -49,6 +49,22 @@ export interface RecordCommitments {
   response: string;
 }
 
+/**
+ * Policy decisions of a request, as short lines (no content, no identifiers):
+ * - `residency`: the request's classification (`class=…`), each candidate backend excluded and why
+ *   (`exclude <alias>/<backend>: <code> (<detail>)`), backends skipped for health (`skip …`), transfer
+ *   bases used, and each attempt with its result (`attempt <n> <alias>/<backend>: served|<failure>`);
+ *   at most {@link MAX_POLICY_LINES};
+ * - `pii`: counts per identifier type and action (filled by the privacy guard).
+ */
+export interface RecordPolicy {
+  residency: string[];
+  pii: string[];
+}
+
+/** Most lines kept per policy list. */
+export const MAX_POLICY_LINES = 64;
+
 /** A `request` record (v1). */
 export interface RequestRecord {
   v: 1;
@@ -68,7 +84,7 @@ export interface RequestRecord {
   error_code: string | null;
   latency_ms: number;
   usage: RecordUsage | null;
-  policy: { residency: string[]; pii: string[] };
+  policy: RecordPolicy;
   commitments: RecordCommitments;
   /** Names of fields capped at {@link MAX_FIELD_CHARS}; absent when none was. */
   truncated?: string[];
@@ -134,7 +150,7 @@ export function stateDigest(state: unknown): string {
  */
 export function requestRecord(
   row: RequestsTable,
-  extra: { tenant: string | null; commitments: RecordCommitments; policy?: { residency: string[]; pii: string[] } },
+  extra: { tenant: string | null; commitments: RecordCommitments; policy?: RecordPolicy | undefined },
 ): RequestRecord {
   const truncated: string[] = [];
   const usage: RecordUsage | null =
@@ -160,8 +176,8 @@ export function requestRecord(
     latency_ms: Math.max(0, Math.round(row.latency_ms)),
     usage,
     policy: {
-      residency: (extra.policy?.residency ?? []).slice(0, 16).map((s, i) => cap(s, `policy.residency[${i}]`, truncated)!),
-      pii: (extra.policy?.pii ?? []).slice(0, 16).map((s, i) => cap(s, `policy.pii[${i}]`, truncated)!),
+      residency: (extra.policy?.residency ?? []).slice(0, MAX_POLICY_LINES).map((s, i) => cap(s, `policy.residency[${i}]`, truncated)!),
+      pii: (extra.policy?.pii ?? []).slice(0, MAX_POLICY_LINES).map((s, i) => cap(s, `policy.pii[${i}]`, truncated)!),
     },
     commitments: extra.commitments,
   };

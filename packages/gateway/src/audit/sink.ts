@@ -15,7 +15,7 @@ import type { Journal } from './journal.ts';
 export function createJournalSink(journal: () => Journal | undefined, audited: boolean, logger: Logger): RecordSink {
   return {
     audited,
-    async commit(row, tenant, commitments) {
+    async commit(row, tenant, commitments, policy) {
       const j = journal();
       if (!j) return null;
       if (!audited || !commitments) {
@@ -23,7 +23,7 @@ export function createJournalSink(journal: () => Journal | undefined, audited: b
         return null;
       }
       // The record itself is built (canonical JSON, leaf hash) by the committing thread.
-      return j.write({ request: row, requestEntry: { tenant, commitments: commitments.digests() }, salt: { id: row.id, salt: commitments.salt } });
+      return j.write({ request: row, requestEntry: { tenant, commitments: commitments.digests(), ...(policy ? { policy } : {}) }, salt: { id: row.id, salt: commitments.salt } });
     },
   };
 }

@@ -14,13 +14,13 @@
  * Common option: --config FILE (default: $SOVRA_CONFIG or ./sovra.yaml).
  */
 import { parseArgs } from 'node:util';
-import { existsSync } from 'node:fs';
+import { existsSync, watch } from 'node:fs';
 import { ConfigError, loadConfig, parseConfig, resolveDatabaseUrl, type LoadedConfig } from '../config/load.ts';
 import { createGateway } from '../app.ts';
 import { openStore } from '../store/db.ts';
 import { createKey, listKeys, revokeKey } from '../keys/keys.ts';
 import { readFileSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { Journal } from '../audit/journal.ts';
 import { apiKeyState, cliActor, recordAdminAction } from '../audit/admin.ts';
 import { auditCheckProof, auditProve, auditVerify, auditVkey, eraseEntry, type CliIo } from '../audit/cli.ts';
@@ -449,7 +449,7 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
 
 async function serve(configFile: string | undefined): Promise<number> {
   const lc = load(configFile);
-  const gw = await createGateway({ config: lc.config, configDir: lc.dir });
+  const gw = await createGateway({ config: lc.config, configDir: lc.dir, configPath: lc.path });
   const log = gw.logger;
   let stopping = false;
   const stop = async (signal: string) => {
@@ -484,6 +484,45 @@ async function serve(configFile: string | undefined): Promise<number> {
         `More keys: npm run sovra -- keys create --tenant NAME\n\n`,
     );
   }
+  // Hot reload: SIGHUP, or an edit of the file (debounced; an invalid file is rejected, the old one kept).
+  const reload = (why: string) =>
+    gw.reload(undefined, `server:${why}`).catch((err: unknown) => log.error(`reload (${why}) rejected; the running configuration is kept: ${(err as Error).message}`));
+  process.on('SIGHUP', () => void reload('sighup'));
+  watchConfig(lc.path, () => void reload('file-change'));
   await gw.backendsSettled();
   return new Promise<number>(() => undefined); // serve until a signal
+}
+
+/**
+ * Calls `onChange` (debounced 300 ms) when the file's contents change. Watches the folder, so that
+ * editors that replace the file (write + rename) are seen too. Never throws: a platform without
+ * file watching simply relies on SIGHUP.
+ */
+function watchConfig(path: string, onChange: () => void): void {
+  let timer: NodeJS.Timeout | undefined;
+  let last = safeRead(path);
+  try {
+    const w = watch(dirname(path), (_ev, name) => {
+      if (name !== null && name !== basename(path)) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        const now = safeRead(path);
+        if (now === null || now === last) return;
+        last = now;
+        onChange();
+      }, 300);
+      timer.unref();
+    });
+    w.unref();
+  } catch {
+    /* no watching: SIGHUP still works */
+  }
+}
+
+function safeRead(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
 }

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ZodIssue } from 'zod';
-import { configSchema, crossCheck, type Config } from './schema.ts';
+import { configSchema, crossCheck, semanticCheck, type Config } from './schema.ts';
 import { defaultConfigYaml } from './default-config.ts';
 
 /** A configuration problem, with every issue listed as `path: message`. */
@@ -63,6 +63,8 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
   const issues = r.success ? [] : r.error.issues.map(issueText);
   for (const x of crossCheck(raw)) issues.push(`${formatPath(x.path)}: ${x.message}`);
   if (issues.length > 0 || !r.success) throw new ConfigError(file, issues);
+  const semantic = semanticCheck(r.data);
+  if (semantic.length > 0) throw new ConfigError(file, semantic.map((x) => `${formatPath(x.path)}: ${x.message}`));
   return r.data;
 }
 

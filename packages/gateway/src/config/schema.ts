@@ -54,19 +54,79 @@ export const timeoutsSchema = z
  */
 export const tokenFieldSchema = z.enum(['passthrough', 'max_tokens', 'max_completion_tokens']);
 
+/** Data-plane operations a backend may be given (config names). */
+export const OPERATIONS = ['chat.completions', 'completions', 'embeddings', 'responses'] as const;
+
+/**
+ * What a backend can do. Routing never sends a request to a backend lacking what it needs
+ * (exclusion reason `capability_missing:<what>`), so a pool may mix engines of different abilities.
+ * - `operations`: the operations it serves (default: all its adapter supports);
+ * - `tools`: accepts `tools` / `tool_choice` (default true); `vision`: accepts image content parts
+ *   (default true);
+ * - `max_context`: context window in tokens; a request whose prompt (estimated at 4 characters per
+ *   token) plus its completion cap exceeds it is not sent there (`context_too_long`); default none.
+ */
 const capabilitiesSchema = z
   .object({
     token_field: tokenFieldSchema.default('passthrough'),
     /** Whether the backend accepts `stream_options.include_usage` (true for vLLM, SGLang, llama.cpp, OpenAI). */
     stream_usage: z.boolean().default(true),
+    operations: z.array(z.enum(OPERATIONS)).min(1).optional(),
+    tools: z.boolean().default(true),
+    vision: z.boolean().default(true),
+    max_context: z.number().int().min(1).optional(),
+  })
+  .strict();
+
+/** Where and how a backend is hosted (residency routing, docs/routing.md). */
+export const HOSTING_KINDS = ['on_premises', 'national_cloud', 'foreign_hosted'] as const;
+
+/**
+ * Active health checks of a backend (off unless `enabled`, as in Envoy: passive outlier detection
+ * from real traffic is always on): a cheap request (`GET <base_url>/models` by default, never a paid
+ * completion) every `interval_ms`; a check that fails or takes longer than `timeout_ms` counts
+ * against the backend (ejected while failing, readmitted after a success).
+ */
+const healthCheckSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    /** Path relative to `base_url` (e.g. `models`, `/health`); absolute paths start at the host. */
+    path: z.string().min(1).optional(),
+    interval_ms: z.number().int().min(100).max(3_600_000).default(10_000),
+    timeout_ms: z.number().int().min(10).max(60_000).default(2_000),
+  })
+  .strict();
+
+/**
+ * Circuit breaker of a backend (passive outlier detection from real traffic): `failures` counted
+ * failures in a row (connect errors, timeouts, 5xx, broken streams) open it for `open_ms`, doubling
+ * on each reopening up to `max_open_ms`; then `half_open_probes` trial requests decide.
+ */
+const breakerSchema = z
+  .object({
+    failures: z.number().int().min(1).max(1000).default(5),
+    open_ms: z.number().int().min(10).max(3_600_000).default(10_000),
+    max_open_ms: z.number().int().min(10).max(86_400_000).default(300_000),
+    half_open_probes: z.number().int().min(1).max(100).default(1),
   })
   .strict();
 
 const baseBackend = {
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of letters, digits, ".", "_" or "-"'),
+  /** Where the backend runs: ISO 3166-1 alpha-2, optionally a region ("MY", "MY-14"). Embedded backends default to `residency.home_jurisdiction`. */
   jurisdiction: jurisdiction.optional(),
+  /** Who runs it (free text, shown to operators and in `/admin/v1/backends`). */
+  operator: z.string().min(1).max(200).optional(),
+  /** `on_premises`, `national_cloud` or `foreign_hosted` (default: `on_premises` for embedded, else unset). */
+  hosting: z.enum(HOSTING_KINDS).optional(),
+  /** Highest data classification (a name from `residency.classifications`) this backend may receive. Default: the lowest; embedded: the highest. */
+  max_classification: z.string().min(1).max(64).optional(),
+  /** Most concurrent requests sent to this backend (0 = no limit); beyond it the balancer picks another. */
+  max_in_flight: z.number().int().min(0).max(1_000_000).default(0),
   timeouts: timeoutsSchema.default({}),
   capabilities: capabilitiesSchema.default({}),
+  health_check: healthCheckSchema.default({}),
+  breaker: breakerSchema.default({}),
 };
 
 const openAiCompatibleBackend = z
@@ -112,20 +172,127 @@ const embeddedBackend = z
   })
   .strict();
 
-/** A backend: one engine endpoint or in-process model. */
-export const backendSchema = z.discriminatedUnion('provider', [openAiCompatibleBackend, embeddedBackend]);
+/**
+ * The Anthropic Messages API upstream (src/providers/anthropic/): chat completions translated to
+ * `/v1/messages` and back, streaming and tool use included.
+ */
+const anthropicBackend = z
+  .object({
+    ...baseBackend,
+    provider: z.literal('anthropic'),
+    base_url: z.string().refine(isHttpUrl, 'must be an http:// or https:// URL').default('https://api.anthropic.com'),
+    /** Name of the environment variable that holds the Anthropic API key (never the key itself). */
+    api_key_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+    /** `anthropic-version` header (https://docs.anthropic.com/en/api/versioning). */
+    anthropic_version: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date such as "2023-06-01"').default('2023-06-01'),
+    /** Static extra headers (e.g. anthropic-beta); not secrets. */
+    headers: z.record(z.string()).default({}),
+    max_connections: z.number().int().min(1).max(4096).default(128),
+  })
+  .strict();
 
-/** A model alias clients ask for, routed to a backend. */
+/** A backend: one engine endpoint or in-process model. */
+export const backendSchema = z.discriminatedUnion('provider', [openAiCompatibleBackend, embeddedBackend, anthropicBackend]);
+
+/** One backend of a model alias's pool. */
+export const poolMemberSchema = z
+  .object({
+    backend: z.string(),
+    /** Relative share for the `weighted` strategy. */
+    weight: z.number().int().min(1).max(1000).default(1),
+    /** The model name sent to this backend; defaults to the alias's `upstream_model`, then its `name`. */
+    upstream_model: z.string().min(1).optional(),
+  })
+  .strict();
+
+/**
+ * Retries of one request (before any byte went to the client; on connect errors, timeouts before
+ * the first byte, 5xx and 429): at most `attempts` attempts in all (1 = no retry), waiting
+ * `base_ms × 2^(n-1)` (capped at `max_ms`, with full jitter) between them. Each attempt goes to a
+ * backend not tried yet when one is available.
+ */
+export const retrySchema = z
+  .object({
+    attempts: z.number().int().min(1).max(10).default(3),
+    base_ms: z.number().int().min(0).max(60_000).default(100),
+    max_ms: z.number().int().min(0).max(60_000).default(2_000),
+  })
+  .strict();
+
+/**
+ * A model alias clients ask for, routed to one backend (`backend`) or a pool (`pool`) with a
+ * balancing `strategy`; `fallbacks` are other aliases tried, in order, when the pool cannot serve.
+ */
 export const modelSchema = z
   .object({
     name: z.string().min(1).max(256),
-    backend: z.string(),
+    backend: z.string().optional(),
+    pool: z.array(poolMemberSchema).min(1).max(64).optional(),
+    /** `weighted` (smooth weighted round-robin), `least_in_flight`, or `p2c_ewma` (power of two choices on latency EWMA × load). */
+    strategy: z.enum(['weighted', 'least_in_flight', 'p2c_ewma']).default('p2c_ewma'),
+    fallbacks: z.array(z.string().min(1)).max(8).default([]),
+    retry: retrySchema.default({}),
     /** The model name sent to the backend; defaults to `name`. */
     upstream_model: z.string().min(1).optional(),
     /** Request fields this route refuses with a 400 naming the field (never stripped silently). */
     forbid_params: z.array(z.string()).default([]),
   })
+  .strict()
+  .refine((m) => (m.backend === undefined) !== (m.pool === undefined), { message: 'give exactly one of "backend" or "pool"' });
+
+/** A recorded legal basis for sending a tenant's data to a jurisdiction outside its allowed list. */
+export const transferBasisSchema = z
+  .object({
+    destination: jurisdiction,
+    /** The legal basis, as text (recorded in the audit entry of each request that uses it). */
+    basis: z.string().min(1).max(400),
+    /** Last day (or instant) the basis is valid: an ISO 8601 date or date-time. Past it, the transfer is refused. */
+    expires: z.union([z.string(), z.date()]).transform((v, c) => {
+      const t = v instanceof Date ? v.getTime() : Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(v) ? `${v}T23:59:59.999Z` : v);
+      if (!Number.isFinite(t)) {
+        c.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an ISO 8601 date such as "2027-06-30"' });
+        return z.NEVER;
+      }
+      return t;
+    }).optional(),
+    /** Highest classification this basis covers (default: the tenant's default classification). */
+    max_classification: z.string().min(1).max(64).optional(),
+  })
   .strict();
+
+/**
+ * A tenant's residency policy (docs/routing.md).
+ * - `allowed_jurisdictions`: where its data may be processed: country codes ("MY" also allows
+ *   "MY-14"), or `"*"` for anywhere. Unset: the tenant's own jurisdiction (its attribute) if it has
+ *   one, else `residency.default.allowed_jurisdictions`.
+ * - `default_classification`: the classification of its requests unless a request raises it with
+ *   `x-sovra-data-class` (never lower). Unset: the tenant's classification attribute, else the default policy's, else the lowest.
+ * - `transfer_bases`: exceptions to the allowed list, each for one destination with its legal basis.
+ */
+export const residencyPolicySchema = z
+  .object({
+    allowed_jurisdictions: z.array(z.union([z.literal('*'), jurisdiction])).optional(),
+    default_classification: z.string().min(1).max(64).optional(),
+    transfer_bases: z.array(transferBasisSchema).max(64).default([]),
+  })
+  .strict();
+
+/**
+ * Residency: classification names, where the gateway itself runs, and per-tenant policies.
+ * - `classifications`: ordered from lowest to highest.
+ * - `home_jurisdiction`: where this gateway (and so every embedded engine) runs.
+ * - `default`: the policy of tenants not listed in `tenants`.
+ * - `tenants`: policies by tenant name.
+ */
+export const residencySchema = z
+  .object({
+    classifications: z.array(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must be 1-64 letters, digits or _ . : -')).min(1).max(32).default(['public', 'internal', 'confidential', 'secret']),
+    home_jurisdiction: jurisdiction.optional(),
+    default: residencyPolicySchema.default({}),
+    tenants: z.record(z.string().min(1), residencyPolicySchema).default({}),
+  })
+  .strict()
+  .default({});
 
 /** Origin / key-name rule of the transparency log (spec §7): non-empty, no white space, no `+`, no control character. */
 const ORIGIN_RE = /^[^\s+\x00-\x1f\x7f]{1,200}$/u;
@@ -232,6 +399,7 @@ export const configSchema = z
       .default({}),
     audit: auditSchema,
     metering: meteringSchema,
+    residency: residencySchema,
     backends: z.array(backendSchema).default([]),
     models: z.array(modelSchema).default([]),
   })
@@ -264,7 +432,50 @@ export function crossCheck(raw: Record<string, unknown>): Array<{ path: Array<st
     const backend = rec?.['backend'];
     if (typeof backend === 'string' && !ids.has(backend))
       out.push({ path: ['models', i, 'backend'], message: `unknown backend "${backend}" (known: ${[...ids].join(', ') || 'none'})` });
+    const pool = rec?.['pool'];
+    if (Array.isArray(pool)) {
+      const seen = new Set<string>();
+      pool.forEach((p, j) => {
+        const b = (p as Record<string, unknown> | null)?.['backend'];
+        if (typeof b !== 'string') return;
+        if (!ids.has(b)) out.push({ path: ['models', i, 'pool', j, 'backend'], message: `unknown backend "${b}" (known: ${[...ids].join(', ') || 'none'})` });
+        if (seen.has(b)) out.push({ path: ['models', i, 'pool', j, 'backend'], message: `backend "${b}" is already in this pool` });
+        seen.add(b);
+      });
+    }
   });
+  models.forEach((m, i) => {
+    const rec = m as Record<string, unknown> | null;
+    const fb = rec?.['fallbacks'];
+    if (!Array.isArray(fb)) return;
+    fb.forEach((f, j) => {
+      if (typeof f !== 'string') return;
+      if (!names.has(f)) out.push({ path: ['models', i, 'fallbacks', j], message: `unknown model "${f}"` });
+      else if (f === rec?.['name']) out.push({ path: ['models', i, 'fallbacks', j], message: 'a model cannot fall back to itself' });
+    });
+  });
+  return out;
+}
+
+/**
+ * Checks that need the parsed configuration: every classification named (backends' ceilings,
+ * policies, transfer bases) is one of `residency.classifications`, names are unique.
+ * @returns issues as `{ path, message }`
+ */
+export function semanticCheck(c: Config): Array<{ path: Array<string | number>; message: string }> {
+  const out: Array<{ path: Array<string | number>; message: string }> = [];
+  const levels = c.residency.classifications;
+  if (new Set(levels).size !== levels.length) out.push({ path: ['residency', 'classifications'], message: 'names must be unique' });
+  const known = (v: string | undefined, path: Array<string | number>) => {
+    if (v !== undefined && !levels.includes(v)) out.push({ path, message: `unknown classification "${v}" (known, lowest first: ${levels.join(', ')})` });
+  };
+  c.backends.forEach((b, i) => known(b.max_classification, ['backends', i, 'max_classification']));
+  const policy = (p: ResidencyPolicyConfig, path: Array<string | number>) => {
+    known(p.default_classification, [...path, 'default_classification']);
+    p.transfer_bases.forEach((t, j) => known(t.max_classification, [...path, 'transfer_bases', j, 'max_classification']));
+  };
+  policy(c.residency.default, ['residency', 'default']);
+  for (const [name, p] of Object.entries(c.residency.tenants)) policy(p, ['residency', 'tenants', name]);
   return out;
 }
 
@@ -276,3 +487,7 @@ export type TokenField = z.infer<typeof tokenFieldSchema>;
 export type AuditConfig = z.infer<typeof auditSchema>;
 export type MeteringConfig = z.infer<typeof meteringSchema>;
 export type ModelPriceConfig = z.infer<typeof modelPriceSchema>;
+export type ResidencyConfig = z.infer<typeof residencySchema>;
+export type ResidencyPolicyConfig = z.infer<typeof residencyPolicySchema>;
+export type PoolMemberConfig = z.infer<typeof poolMemberSchema>;
+export type RetryConfig = z.infer<typeof retrySchema>;

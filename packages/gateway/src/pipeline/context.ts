@@ -8,6 +8,8 @@ import type { Operation, Provider, Timeouts } from '../providers/types.ts';
 import type { BackendConfig, ModelConfig } from '../config/schema.ts';
 import type { Commitments } from '../audit/record.ts';
 import type { RequestsTable } from '../store/schema.ts';
+import type { BackendHealth } from '../routing/health.ts';
+import type { RoutePlan } from '../routing/router.ts';
 
 /** Token usage as OpenAI reports it (tokens). */
 export interface Usage {
@@ -36,6 +38,8 @@ export interface Route {
   provider: Provider;
   upstreamModel: string;
   timeouts: Timeouts;
+  /** The backend's live health (breaker, in-flight, latency), when routed through a routing table. */
+  health?: BackendHealth;
 }
 
 /**
@@ -68,6 +72,10 @@ export interface RequestContext {
   /** Alias requested by the client. */
   modelName?: string;
   route?: Route;
+  /** The routing plan (candidates after policy, attempts made, decisions for the audit entry). */
+  plan?: RoutePlan;
+  /** Routing decisions of a request refused before it had a plan (451 and the like). */
+  decisions?: string[];
   stream: boolean;
   /** The client asked for `stream_options.include_usage`. */
   clientWantsUsage: boolean;

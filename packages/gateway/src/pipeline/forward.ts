@@ -27,6 +27,7 @@ import { formatComment, formatEvent } from '../sse/writer.ts';
 import { errorJson, GatewayError } from '../http/errors.ts';
 import { auditUnavailable, auditUnavailableMessage } from './audit-errors.ts';
 import type { RequestContext, Usage } from './context.ts';
+import type { FailureKind } from '../routing/types.ts';
 
 /** Options for {@link forward}. */
 export interface ForwardOptions {
@@ -40,6 +41,42 @@ export interface ForwardOptions {
    * Default: nothing to commit.
    */
   finalize?: () => Promise<string | null>;
+  /**
+   * When true, a failure that may be retried elsewhere (connect errors; HTTP 5xx and 429 answers)
+   * is not relayed: {@link forward} resolves with `retry: true` and nothing has reached the client.
+   */
+  retryable?: boolean;
+}
+
+/**
+ * How one attempt went, for health accounting and retries.
+ * - `retry: false`: the attempt's answer (or error) went to the client (or the client left);
+ *   `failure` is what the backend's health should count (null = the backend did its job), and
+ *   `latencyMs` the time to the upstream's response headers (null when none came).
+ * - `retry: true`: a retryable failure, nothing sent; `replay()` relays it (or throws its
+ *   GatewayError) when no other attempt is possible. `retryAfterMs` is the upstream's hint, if any.
+ */
+export type AttemptOutcome =
+  | { readonly retry: false; readonly failure: FailureKind | null; readonly latencyMs: number | null }
+  | { readonly retry: true; readonly failure: FailureKind; readonly retryAfterMs: number | null; readonly reason: string; replay(): Promise<void> };
+
+const RETRYABLE_ERRORS = new Set(['connect', 'connect_timeout']);
+
+/** The upstream's retry hint in ms (`retry-after-ms`, then `retry-after` seconds or HTTP date), or null. */
+export function retryAfterMs(h: Record<string, string>, now = Date.now()): number | null {
+  const ms = h['retry-after-ms'];
+  if (ms !== undefined && /^\d+(\.\d+)?$/.test(ms)) return Math.ceil(Number(ms));
+  const ra = h['retry-after'];
+  if (ra === undefined) return null;
+  if (/^\d+$/.test(ra.trim())) return Number(ra.trim()) * 1000;
+  const t = Date.parse(ra);
+  return Number.isFinite(t) ? Math.max(0, t - now) : null;
+}
+
+function failureOfError(kind: string): FailureKind {
+  if (kind === 'connect') return 'connect';
+  if (kind.endsWith('timeout')) return 'timeout';
+  return 'protocol';
 }
 
 /** Prefix of the SSE comment that carries the entry's leaf hash at the end of a stream. */
@@ -77,9 +114,10 @@ export async function forward(
   upstreamText: string,
   res: ServerResponse,
   opts: ForwardOptions,
-): Promise<void> {
+): Promise<AttemptOutcome> {
   const route = ctx.route!;
   let result: ProviderResult;
+  const t0 = performance.now();
   try {
     ctx.forwarded = true;
     result = await route.provider.call({
@@ -96,15 +134,39 @@ export async function forward(
     if (err instanceof UpstreamError) {
       if (err.kind === 'aborted' || ctx.abort.signal.aborted) {
         markDisconnected(ctx);
-        return;
+        return { retry: false, failure: null, latencyMs: null };
       }
-      ctx.outcome = err.kind.endsWith('timeout') ? 'upstream_timeout' : 'upstream_unavailable';
-      throw upstreamFailure(err, route.backendConfig.id);
+      const fail = (): never => {
+        ctx.outcome = err.kind.endsWith('timeout') ? 'upstream_timeout' : 'upstream_unavailable';
+        throw upstreamFailure(err, route.backendConfig.id);
+      };
+      if (opts.retryable && RETRYABLE_ERRORS.has(err.kind))
+        return { retry: true, failure: failureOfError(err.kind), retryAfterMs: null, reason: err.kind, replay: async () => fail() };
+      // Count it against the backend's health, then fail the request.
+      const failure = failureOfError(err.kind);
+      try {
+        fail();
+      } catch (ge) {
+        (ge as { failure?: FailureKind }).failure = failure;
+        throw ge;
+      }
     }
     throw err;
   }
-  if (result.kind === 'json') return relayJson(ctx, result, res, opts);
-  return relayStream(ctx, result, res, opts);
+  const latencyMs = performance.now() - t0;
+  if (result.kind === 'json') {
+    const st = result.status;
+    const failure: FailureKind | null = st === 429 ? 'status_429' : st >= 500 ? 'status_5xx' : null;
+    if (failure && opts.retryable && !ctx.abort.signal.aborted) {
+      const r = result;
+      return { retry: true, failure, retryAfterMs: retryAfterMs(r.headers), reason: `http_${st}`, replay: () => relayJson(ctx, r, res, opts) };
+    }
+    await relayJson(ctx, result, res, opts);
+    return { retry: false, failure, latencyMs };
+  }
+  await relayStream(ctx, result, res, opts);
+  const broken = ctx.outcome === 'upstream_error' || ctx.outcome === 'upstream_idle_timeout' || ctx.outcome === 'upstream_timeout';
+  return { retry: false, failure: broken ? 'stream' : null, latencyMs };
 }
 
 /** Statuses relayed to clients: 2xx with a body, and 4xx/5xx. Redirects, 1xx, 204/205 and others become 502. */

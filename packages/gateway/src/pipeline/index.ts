@@ -22,13 +22,14 @@ import { GatewayError } from '../http/errors.ts';
 import { DATA_PLANE_ROUTES, type DataPlane } from '../http/routes/openai.ts';
 import { authenticate, type Authenticator } from './authenticate.ts';
 import { newContext, type Outcome, type Principal, type RequestContext } from './context.ts';
-import { forward } from './forward.ts';
 import { admit, priceOnly, settle, type MeterDeps } from './meter.ts';
-import { prepareUpstreamBody } from './prepare.ts';
+import { assertNotForbidden } from './prepare.ts';
+import { dispatch } from './dispatch.ts';
+import { requestNeeds, type RoutingError, type RoutingTable } from '../routing/router.ts';
+import { DATA_CLASS_HEADER } from '../routing/policy.ts';
 import { estimateUsage, toRecord } from './record.ts';
-import { Commitments } from '../audit/record.ts';
+import { Commitments, type RecordPolicy } from '../audit/record.ts';
 import { auditUnavailable } from './audit-errors.ts';
-import type { RouteTable } from './route.ts';
 import { parseJsonBody, validateBody } from './validate.ts';
 
 /** Where finished requests go: the journal (request row, and with the audit log on, the log entry). */
@@ -40,11 +41,12 @@ export interface RecordSink {
    * @param row the request row
    * @param tenant the tenant name (for the log entry), if authenticated
    * @param commitments the request/response HMACs (audit on), else null
+   * @param policy the policy decisions taken (routing / residency, PII), for the log entry
    * @returns the entry's base64 leaf hash once durably committed (audit on), or null (audit off:
    *   the row is written in the background; or the store is not open yet)
    * @throws AuditUnavailableError when the journal could not commit the entry
    */
-  commit(row: RequestsTable, tenant: string | null, commitments: Commitments | null): Promise<string | null>;
+  commit(row: RequestsTable, tenant: string | null, commitments: Commitments | null, policy?: RecordPolicy): Promise<string | null>;
 }
 
 /** Thrown by {@link RecordSink.commit} when the journal failed: the request must not be answered as if recorded. */
@@ -68,7 +70,7 @@ export interface RejectionReply {
 export interface PipelineDeps {
   auth: Authenticator;
   /** Current route table (swappable on reload). */
-  routes: () => RouteTable;
+  routes: () => RoutingTable;
   sink: RecordSink;
   logger: Logger;
   /** SSE heartbeat, ms (0 = off). */
@@ -115,29 +117,30 @@ export class Pipeline implements DataPlane {
       validateBody(op, body);
       ctx.body = body;
       ctx.stream = body['stream'] === true;
-      // 3. route
-      const route = this.deps.routes().resolve(body['model'] as string, op, ctx.principal);
-      ctx.route = route;
+      // 3. route: alias → pool, filtered by residency policy and capabilities (451 when nothing is allowed)
+      const table = this.deps.routes();
+      const plan = table.plan(body['model'] as string, requestNeeds(op, body), ctx.principal, req.headers[DATA_CLASS_HEADER]);
+      ctx.plan = plan;
       // Only a configured alias is recorded: a client-chosen string never reaches records or the log.
-      ctx.modelName = route.model.name;
+      ctx.modelName = plan.primary.model.name;
+      assertNotForbidden(plan.primary.model, body);
       // 4. meter: rate limits, budget reservation for the worst case (settled in `commit`)
       const meter = this.deps.meter?.();
       if (meter) await admit(ctx, body, meter);
-      // 5. prepare
-      const upstreamBody = prepareUpstreamBody(ctx, body, route);
-      const deadline = this.deadline(req);
-      if (deadline > 0)
-        ctx.route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: deadline } : { ...route.timeouts, totalMs: deadline } };
-      const fwd = forwardedHeaders(req, route.backendConfig);
-      const upstreamText = parsed.serialize(upstreamBody);
-      // 6. forward (6b. record: forward calls `finalize` before the last byte)
-      await forward(ctx, upstreamBody, upstreamText, res, {
+      const deadlineMs = this.deadline(req);
+      // 5-6. dispatch: per attempt, pick a backend (live health), prepare the body, forward
+      //      (forward calls `finalize` — the record — before the last byte)
+      await dispatch(ctx, plan, body, res, {
         heartbeatMs: this.deps.heartbeatMs,
         finalize: () => this.commit(ctx),
-        ...(fwd ? { forwarded: fwd } : {}),
+        serialize: (b) => parsed.serialize(b),
+        deadlineMs,
+        forwardedFor: (b) => forwardedHeaders(req, b),
       });
     } catch (err) {
       const ge = err instanceof GatewayError ? err : internalError(this.deps.logger, ctx.id, err);
+      const decisions = (err as RoutingError).decisions;
+      if (decisions && !ctx.plan) ctx.decisions = decisions;
       ctx.status = ge.status;
       if (ctx.outcome === 'ok') ctx.outcome = outcomeOf(ge);
       ctx.errorCode ??= ge.code;
@@ -186,7 +189,8 @@ export class Pipeline implements DataPlane {
       const row = toRecord(ctx);
       ctx.row = row;
       try {
-        return await this.deps.sink.commit(row, ctx.principal?.tenant ?? null, ctx.commitments ?? null);
+        const residency = ctx.plan?.decisions ?? ctx.decisions;
+        return await this.deps.sink.commit(row, ctx.principal?.tenant ?? null, ctx.commitments ?? null, residency ? { residency, pii: [] } : undefined);
       } catch (err) {
         this.deps.logger.error({ err, req_id: ctx.id }, 'audit journal write failed; the answer is withheld');
         throw err instanceof AuditUnavailableError ? err : new AuditUnavailableError((err as Error)?.message ?? String(err), { cause: err });

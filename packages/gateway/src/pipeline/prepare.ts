@@ -10,16 +10,25 @@
  */
 import { GatewayError } from '../http/errors.ts';
 import type { RequestContext, Route } from './context.ts';
+import type { ModelConfig } from '../config/schema.ts';
+
+/**
+ * Refuses a request that sends a field the model alias forbids (`forbid_params`).
+ * @throws GatewayError 400 `forbidden_parameter` (param = the field)
+ */
+export function assertNotForbidden(model: Pick<ModelConfig, 'name' | 'forbid_params'>, body: Record<string, unknown>): void {
+  for (const p of model.forbid_params) {
+    if (body[p] !== undefined)
+      throw new GatewayError(400, 'invalid_request_error', 'forbidden_parameter', `The parameter '${p}' is not allowed for model '${model.name}'.`, p);
+  }
+}
 
 /**
  * Build the upstream body. Sets `ctx.stream` and `ctx.clientWantsUsage`.
  * @throws GatewayError 400 `forbidden_parameter` when the route forbids a field the client sent
  */
 export function prepareUpstreamBody(ctx: RequestContext, body: Record<string, unknown>, route: Route): Record<string, unknown> {
-  for (const p of route.model.forbid_params) {
-    if (body[p] !== undefined)
-      throw new GatewayError(400, 'invalid_request_error', 'forbidden_parameter', `The parameter '${p}' is not allowed for model '${route.model.name}'.`, p);
-  }
+  assertNotForbidden(route.model, body);
   const out: Record<string, unknown> = { ...body, model: route.upstreamModel };
   ctx.stream = body['stream'] === true;
 

@@ -46,6 +46,32 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
         );
         break;
       }
+      case 'anthropic': {
+        let apiKey: string | undefined;
+        if (b.api_key_env) {
+          apiKey = env[b.api_key_env];
+          if (!apiKey) {
+            const reason = `environment variable ${b.api_key_env} (api_key_env) is not set`;
+            log('error', `backend ${b.id}: ${reason}; set it, or remove api_key_env if the endpoint needs no key`);
+            out.set(b.id, new UnavailableProvider(b.id, b.provider, reason));
+            break;
+          }
+        }
+        const { AnthropicProvider } = await import('./anthropic/provider.ts');
+        out.set(
+          b.id,
+          new AnthropicProvider({
+            id: b.id,
+            baseUrl: b.base_url,
+            apiKey,
+            headers: b.headers,
+            maxConnections: b.max_connections,
+            connectTimeoutMs: b.timeouts.connect_ms,
+            anthropicVersion: b.anthropic_version,
+          }),
+        );
+        break;
+      }
       case 'embedded': {
         const { EmbeddedProvider } = await import('./embedded/provider.ts');
         out.set(

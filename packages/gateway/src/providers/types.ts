@@ -91,6 +91,13 @@ export interface Provider {
   state(): ProviderState;
   /** Perform one call. Rejects with {@link UpstreamError} when no HTTP answer could be had. */
   call(call: ProviderCall): Promise<ProviderResult>;
+  /**
+   * Optional active health check: one cheap request (never a paid completion), e.g. `GET /models`.
+   * Resolves when the engine answered 2xx; rejects with a short message (never a credential) otherwise.
+   * @param path the configured check path (relative to the base URL), or undefined for the adapter's default
+   * @param signal aborted when the check times out
+   */
+  healthCheck?(path: string | undefined, signal: AbortSignal): Promise<void>;
   /** Release pools, contexts and models. */
   close(): Promise<void>;
 }

@@ -3,7 +3,7 @@
  * a fresh SQLite database in a temp folder (or a fresh PostgreSQL schema when `postgres: true` and
  * SOVRA_TEST_POSTGRES_URL is set), one API key, and every log line captured.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -27,6 +27,8 @@ export interface TestGateway {
   readonly keyId: string;
   readonly gw: Gateway;
   readonly dir: string;
+  /** The configuration file the gateway runs with (`<dir>/sovra.yaml`; `gw.reload()` re-reads it). */
+  readonly configPath: string;
   /** The `database` configuration section the gateway runs with (for CLI runs against the same store). */
   readonly database: { url: string; schema?: string };
   /** Every log line so far, raw JSON text. */
@@ -75,10 +77,13 @@ export async function startGateway(opts: StartOptions): Promise<TestGateway> {
     database,
     logging: { level: opts.logLevel ?? 'info' },
   };
-  const config = parseConfig(stringify(cfgObj), 'test-config', {});
+  const yamlText = stringify(cfgObj);
+  const configPath = join(dir, 'sovra.yaml');
+  writeFileSync(configPath, yamlText);
+  const config = parseConfig(yamlText, 'test-config', {});
   opts.beforeStart?.(dir);
   const logger = createLogger(config.logging.level, sink);
-  const gw = await createGateway({ config, configDir: dir, logger, env: opts.env ?? process.env });
+  const gw = await createGateway({ config, configDir: dir, logger, env: opts.env ?? process.env, configPath });
   const origin = await gw.start();
   const k = await createKey(gw.store(), { tenant: 'test', name: 'test-key' });
   await gw.backendsSettled();
@@ -95,6 +100,7 @@ export async function startGateway(opts: StartOptions): Promise<TestGateway> {
     keyId: k.id,
     gw,
     dir,
+    configPath,
     database,
     logs: () => lines.slice(),
     records,

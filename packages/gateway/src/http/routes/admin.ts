@@ -27,6 +27,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import type { Journal } from '../../audit/journal.ts';
+import type { BackendReport, ReloadSummary } from '../../routing/service.ts';
+import { ConfigError } from '../../config/load.ts';
 import type { Store } from '../../store/db.ts';
 import { GatewayError } from '../errors.ts';
 import {
@@ -84,6 +86,15 @@ export interface AdminApiDeps {
   invalidateKeys(): void;
   /** Clock, ms since epoch (tests). Default `Date.now`. */
   now?: () => number;
+  /** Routing: backends' state and hot reload (omitted: those routes answer 404). */
+  routing?: {
+    report(): BackendReport[];
+    generation(): number;
+    /** Runs one round of active health checks. */
+    checkNow(): Promise<void>;
+    /** @throws ConfigError when the configuration file is invalid */
+    reload(actor: string): Promise<ReloadSummary>;
+  };
 }
 
 /** Every admin path (OpenAPI style), for tests and documentation. */
@@ -101,6 +112,9 @@ export const ADMIN_PATHS = [
   '/admin/v1/budgets',
   '/admin/v1/budgets/{budget_id}',
   '/admin/v1/usage',
+  '/admin/v1/backends',
+  '/admin/v1/backends/check',
+  '/admin/v1/config/reload',
 ] as const;
 
 // ------------------------------------------------------------------------------------------------
@@ -227,6 +241,49 @@ const DELETED = {
   properties: { object: { type: 'string', enum: ['budget'] }, id: { type: 'string' }, deleted: { type: 'boolean' } },
 };
 
+const epochOrNull = nullable('number', { description: 'ms since the epoch' });
+const BACKEND = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    provider: { type: 'string' },
+    jurisdiction: nullable('string'),
+    hosting: nullable('string'),
+    operator: nullable('string'),
+    max_classification: { type: 'string' },
+    ready: { type: 'boolean' },
+    not_ready_reason: nullable('string'),
+    models: { type: 'array', items: { type: 'string' } },
+    health: {
+      type: 'object',
+      properties: {
+        id: { type: 'string' },
+        state: { type: 'string', enum: ['closed', 'open', 'half_open'] },
+        ejected: nullable('string', { description: 'why the backend takes no traffic now (breaker_open, cooling_down, unhealthy, at_capacity, half_open_busy), null when it does' }),
+        reason: nullable('string'),
+        in_flight: { type: 'integer' },
+        max_in_flight: { type: 'integer' },
+        ewma_ms: nullable('number'),
+        consecutive_failures: { type: 'integer' },
+        opened_at: epochOrNull,
+        retry_at: epochOrNull,
+        last_check: { type: ['object', 'null'], properties: { ok: { type: 'boolean' }, at: { type: 'number' }, reason: nullable('string') } },
+        totals: { type: 'object', properties: { successes: { type: 'integer' }, failures: { type: 'integer' } } },
+      },
+    },
+  },
+};
+const RELOAD = {
+  type: 'object',
+  properties: {
+    object: { type: 'string', enum: ['config.reload'] },
+    generation: { type: 'integer' },
+    added: { type: 'array', items: { type: 'string' } },
+    changed: { type: 'array', items: { type: 'string' } },
+    removed: { type: 'array', items: { type: 'string' } },
+    warnings: { type: 'array', items: { type: 'string' } },
+  },
+};
 const idParam = (name: string) => ({ type: 'object', additionalProperties: false, required: [name], properties: { [name]: { type: 'string', minLength: 1, maxLength: 256 } } });
 const responses = (ok: object, code = 200) => ({ [code]: ok, '4xx': ERROR, '5xx': ERROR });
 const obj = (properties: Record<string, unknown>, required: string[] = []) => ({ type: 'object', additionalProperties: false, required, properties });
@@ -790,6 +847,54 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminApiDeps): v
       });
       return { object: 'budget', id, deleted: true };
     });
+
+    // --- routing: backends and reload ----------------------------------------------------------
+    const routing = () => {
+      if (!deps.routing) throw new GatewayError(404, 'invalid_request_error', 'not_found', 'Routing administration is not available.');
+      return deps.routing;
+    };
+    /** Backends are platform configuration: platform-admins and auditors (read-only) see them. */
+    const requireConfigReader = (p: AdminPrincipal) => {
+      if (p.role === 'tenant-admin') throw new GatewayError(403, 'permission_error', 'insufficient_role', 'Only a platform-admin or an auditor can read the platform configuration.');
+    };
+    admin.get(
+      '/admin/v1/backends',
+      { schema: { ...tags('routing'), summary: 'Backends: residency attributes, readiness, breaker state and its reason', response: responses({ ...list(BACKEND), properties: { ...list(BACKEND).properties, generation: { type: 'integer' } } }) } },
+      async (req) => {
+        ready();
+        requireConfigReader(principal(req));
+        const r = routing();
+        return { object: 'list', generation: r.generation(), data: r.report() };
+      },
+    );
+    admin.post(
+      '/admin/v1/backends/check',
+      { schema: { ...tags('routing'), summary: 'Run one round of active health checks now', response: responses({ ...list(BACKEND), properties: { ...list(BACKEND).properties, generation: { type: 'integer' } } }) } },
+      async (req) => {
+        ready();
+        requirePlatformAdmin(principal(req));
+        const r = routing();
+        await r.checkNow();
+        return { object: 'list', generation: r.generation(), data: r.report() };
+      },
+    );
+    admin.post(
+      '/admin/v1/config/reload',
+      { schema: { ...tags('routing'), summary: 'Re-read the configuration file and swap routing atomically (invalid: 400, nothing changes)', response: responses(RELOAD) } },
+      async (req) => {
+        ready();
+        const p = principal(req);
+        requirePlatformAdmin(p);
+        try {
+          const sum = await routing().reload(`admin:${p.id}`);
+          return { object: 'config.reload', ...sum };
+        } catch (err) {
+          if (err instanceof ConfigError)
+            throw new GatewayError(400, 'invalid_request_error', 'invalid_configuration', `The configuration file is invalid; the running configuration is kept: ${err.issues.slice(0, 20).join('; ')}`);
+          throw err;
+        }
+      },
+    );
 
     // --- usage ---------------------------------------------------------------------------------
     admin.get(

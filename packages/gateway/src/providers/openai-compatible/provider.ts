@@ -252,6 +252,23 @@ export class OpenAiCompatibleProvider implements Provider {
     return ev.data.includes(key) ? { ...ev, data: ev.data.split(key).join('[redacted]') } : ev;
   }
 
+  /**
+   * Active health check: `GET <base_url>/models` (or `path`: relative to the base URL, or absolute
+   * from the host when it starts with `/`), with the backend's credential; 2xx = healthy.
+   * @throws Error with the status or the connection problem (never a header value)
+   */
+  async healthCheck(path: string | undefined, signal: AbortSignal): Promise<void> {
+    const p = path === undefined ? `${this.basePath}/models` : path.startsWith('/') ? path : `${this.basePath}/${path}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.pool.request({ method: 'GET', path: p, headers: { ...this.staticHeaders, accept: 'application/json' }, signal, headersTimeout: 0, bodyTimeout: 0 });
+    } catch (err) {
+      throw new Error(signal.aborted ? 'health check timed out' : `health check could not connect (${(err as { code?: string }).code ?? 'error'})`);
+    }
+    await res.body.dump().catch(() => undefined);
+    if (res.statusCode < 200 || res.statusCode >= 300) throw new Error(`health check answered HTTP ${res.statusCode}`);
+  }
+
   async close(): Promise<void> {
     await this.pool.close().catch(() => this.pool.destroy());
   }

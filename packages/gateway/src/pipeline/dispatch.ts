@@ -1,0 +1,113 @@
+/**
+ * Dispatch stage: attempts, retries and fallback over a request's {@link RoutePlan}.
+ *
+ *   for each attempt the plan allows:  pick (policy + health) → prepare → forward
+ *
+ * Retries happen only while nothing has gone to the client: on connect errors and on HTTP 5xx / 429
+ * answers (see `forward`'s `retryable`). A stream that has started is never retried; a backend that
+ * fails mid-stream ends that stream with an error event (forward) and counts against its breaker.
+ * Between attempts the stage waits `base_ms × 2^(n-1)` capped at `max_ms`, with full jitter (AWS
+ * Architecture Blog, "Exponential Backoff and Jitter"), or the upstream's `retry-after` when it is
+ * shorter than that cap. Metering admitted the request once (before the first attempt) and settles it
+ * once when it ends, so a retry never charges a budget twice.
+ *
+ * Every attempt is counted by the chosen backend's health (latency EWMA, breaker) and held in its
+ * in-flight count for as long as it runs (streams: to the last byte).
+ */
+import type { ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { GatewayError } from '../http/errors.ts';
+import type { RoutePlan } from '../routing/router.ts';
+import type { FailureKind } from '../routing/types.ts';
+import type { RequestContext } from './context.ts';
+import { forward, type ForwardOptions } from './forward.ts';
+import { prepareUpstreamBody } from './prepare.ts';
+
+/** What dispatch needs besides the plan. */
+export interface DispatchOptions extends Omit<ForwardOptions, 'retryable' | 'forwarded'> {
+  /** Serialises an upstream body (exact bytes; keeps the client's big integers). */
+  serialize(body: Record<string, unknown>): string;
+  /** Per-request deadline from `x-sovra-timeout-ms`, ms (0 = none). */
+  deadlineMs: number;
+  /** Client headers to pass through, by backend (`forward_headers`). */
+  forwardedFor(backend: { provider: string } & Partial<{ forward_headers: string[] }>): Record<string, string> | undefined;
+}
+
+/**
+ * Runs the request's attempts until one answers (relayed to `res`) or none is left.
+ * @throws GatewayError when no attempt was possible (451 / 503 from the plan) or the last attempt's
+ *   failure must be reported (502 / 504 / the upstream's own error answer is relayed instead when it had one)
+ */
+export async function dispatch(ctx: RequestContext, plan: RoutePlan, body: Record<string, unknown>, res: ServerResponse, opts: DispatchOptions): Promise<void> {
+  let pending: { replay(): Promise<void>; failure: FailureKind } | null = null;
+  for (;;) {
+    const attempt = plan.next();
+    if (!attempt) {
+      if (pending) {
+        // Allowed backends could not be reached while policy excluded others: say it is residency.
+        const r = pending.failure === 'connect' || pending.failure === 'timeout' ? plan.residencyFailure() : null;
+        if (r) throw r;
+        return pending.replay();
+      }
+      throw plan.unavailable();
+    }
+    let route = attempt.route;
+    if (opts.deadlineMs > 0)
+      route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: opts.deadlineMs } : { ...route.timeouts, totalMs: opts.deadlineMs } };
+    ctx.route = route;
+    const upstreamBody = prepareUpstreamBody(ctx, body, route);
+    const fwd = opts.forwardedFor(route.backendConfig);
+    const health = attempt.member.backend;
+    const release = health.acquire();
+    // The attempt's line; a failure appends its reason (the record's outcome is the last attempt's).
+    const line = plan.decisions.length;
+    plan.note(`attempt ${attempt.n} ${route.model.name}/${route.backendConfig.id}`);
+    const mark = (what: string) => {
+      if (plan.decisions[line]?.startsWith(`attempt ${attempt.n} `)) plan.decisions[line] += `: ${what}`;
+    };
+    const last = attempt.n >= plan.maxAttempts;
+    try {
+      const out = await forward(ctx, upstreamBody, opts.serialize(upstreamBody), res, {
+        heartbeatMs: opts.heartbeatMs,
+        ...(opts.finalize ? { finalize: opts.finalize } : {}),
+        ...(fwd ? { forwarded: fwd } : {}),
+        retryable: !last,
+      });
+      if (!out.retry) {
+        countOutcome(health, out.failure, out.latencyMs);
+        return;
+      }
+      health.onFailure(out.failure, out.retryAfterMs !== null ? { retryAfterMs: out.retryAfterMs } : undefined);
+      mark(`${out.reason}, retrying`);
+      pending = out;
+      release(); // not in flight while waiting
+      // The next attempt starts clean.
+      ctx.outcome = 'ok';
+      ctx.errorCode = null;
+      ctx.status = 0;
+      const cap = plan.primary.model.retry.max_ms;
+      const exp = Math.min(cap, plan.primary.model.retry.base_ms * 2 ** (attempt.n - 1));
+      const wait = out.retryAfterMs !== null && out.retryAfterMs <= cap ? Math.max(out.retryAfterMs, Math.random() * exp) : Math.random() * exp;
+      if (wait >= 1) await sleep(wait, undefined, { signal: ctx.abort.signal }).catch(() => undefined);
+      if (ctx.abort.signal.aborted) {
+        ctx.status = 499;
+        ctx.outcome = 'client_disconnected';
+        return;
+      }
+    } catch (err) {
+      const f = (err as { failure?: FailureKind }).failure;
+      if (f) health.onFailure(f);
+      if (err instanceof GatewayError && err.code) mark(err.code);
+      // The only allowed backend could not be reached, and policy excluded others: residency decides.
+      if (f === 'connect' || f === 'timeout') throw plan.residencyFailure() ?? err;
+      throw err;
+    } finally {
+      release();
+    }
+  }
+}
+
+function countOutcome(health: { onSuccess(ms: number): void; onFailure(k: FailureKind): void }, failure: FailureKind | null, latencyMs: number | null): void {
+  if (failure) health.onFailure(failure);
+  else if (latencyMs !== null) health.onSuccess(latencyMs);
+}
