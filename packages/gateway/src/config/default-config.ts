@@ -52,7 +52,7 @@ backends:
   - id: embedded
     provider: embedded
     model_path: ./models/sovra-austen-1m.Q8_0.gguf
-    jurisdiction: ZZ       # ISO 3166-1 alpha-2 of where this engine runs; set yours (e.g. MY)
+    # jurisdiction: MY     # where it runs; default residency.home_jurisdiction
     threads: 1             # 1 is fastest for tiny models on small machines
     context_size: 2048     # tokens; clamped to the model's own (256 for sovra-austen)
     contexts: 1            # concurrent generations; more requests queue
@@ -67,7 +67,17 @@ backends:
 
 models:
   - name: sovra-austen     # what clients ask for
-    backend: embedded
+    backend: embedded      # or a pool: [ { backend: a, weight: 2 }, { backend: b } ] with a strategy
+    # fallbacks: [other-alias]           # tried when this alias's backends cannot serve
+    # retry: { attempts: 3, base_ms: 100, max_ms: 2000 }
+
+# Residency (docs/routing.md): where each tenant's data may go. Routing fails closed (HTTP 451).
+# residency:
+#   classifications: [public, internal, confidential, secret]   # lowest first
+#   home_jurisdiction: MY                # where this gateway (and the embedded engine) runs
+#   default: { allowed_jurisdictions: ["*"] }
+#   tenants:
+#     health-ministry: { allowed_jurisdictions: [MY], default_classification: confidential }
   # - name: test-model
   #   backend: engine-1
   #   upstream_model: mock-llm        # what the engine is asked for
