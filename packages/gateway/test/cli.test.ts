@@ -185,3 +185,49 @@ test('a missing or corrupt model file is reported clearly at start; the server k
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('hot reload of a running `sovra serve`: an edited file and SIGHUP swap the models; an invalid file is rejected and the old one kept', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sovra-cli-'));
+  const file = join(dir, 'sovra.yaml');
+  writeFileSync(file, MOCK_CONFIG);
+  const s = await serveIn(dir);
+  try {
+    assert.ok(s.url, `not listening:\n${s.out()}\n${s.err()}`);
+    const keyEnd = Date.now() + 15_000;
+    while (!/sk-sovra-[0-9A-Za-z]{32}/.test(s.err()) && Date.now() < keyEnd) await new Promise((r) => setTimeout(r, 50));
+    const key = /(sk-sovra-[0-9A-Za-z]{32})/.exec(s.err())?.[1];
+    assert.ok(key, `no bootstrap key on stderr: ${s.err()}`);
+    const models = async () => {
+      const r = await fetch(`${s.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      return ((await r.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+    };
+    const waitFor = async (want: string[], what: string) => {
+      const end = Date.now() + 15_000;
+      for (;;) {
+        const got = await models();
+        if (JSON.stringify(got) === JSON.stringify(want)) return;
+        if (Date.now() > end) assert.fail(`${what}: models ${JSON.stringify(got)}, wanted ${JSON.stringify(want)}\n${s.out()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    assert.deepEqual(await models(), ['test-model']);
+    // 1. the file changes: watched
+    writeFileSync(file, MOCK_CONFIG.replace('models:\n', 'models:\n  - name: added-by-edit\n    backend: engine-1\n'));
+    await waitFor(['added-by-edit', 'test-model'], 'after editing the file');
+    // 2. an invalid file: rejected, the running configuration kept
+    writeFileSync(file, MOCK_CONFIG + 'bogus_section: 1\n');
+    const end = Date.now() + 15_000;
+    while (!/reload \(file-change\) rejected/.test(s.out()) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    assert.match(s.out(), /reload \(file-change\) rejected; the running configuration is kept: invalid configuration/);
+    assert.deepEqual(await models(), ['added-by-edit', 'test-model']);
+    // 3. SIGHUP re-reads the file (valid again, with another alias)
+    writeFileSync(file, MOCK_CONFIG.replace('models:\n', 'models:\n  - name: added-by-hup\n    backend: engine-1\n'));
+    s.child.kill('SIGHUP');
+    await waitFor(['added-by-hup', 'test-model'], 'after SIGHUP');
+    assert.equal(s.child.exitCode, null, 'SIGHUP does not stop the server');
+    assert.match(s.out(), /configuration reloaded/);
+  } finally {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
