@@ -195,18 +195,29 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       let cfg = next;
       if (!cfg) {
         if (!opts.configPath) throw new ConfigError('<none>', ['this gateway was started without a configuration file to reload']);
-        cfg = parseConfig(readFileSync(opts.configPath, 'utf8'), opts.configPath, env);
+        let text: string;
+        try {
+          text = readFileSync(opts.configPath, 'utf8');
+        } catch (err) {
+          throw new ConfigError(opts.configPath, [`(file): cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`]);
+        }
+        cfg = parseConfig(text, opts.configPath, env);
       }
       const ignored = (['server', 'database', 'logging', 'audit', 'metering'] as const).filter((k) => JSON.stringify(cfg![k]) !== JSON.stringify(running[k]));
       const before = { backends: running.backends, models: running.models, residency: running.residency };
       const after = { backends: cfg.backends, models: cfg.models, residency: cfg.residency };
-      // Write-ahead: the entry first; if the log cannot take it, nothing changes.
-      if (journal && audited && JSON.stringify(before) !== JSON.stringify(after))
-        await recordAdminAction(journal, { actor, action: 'config.reload', target: 'routing', before, after }).catch((err: unknown) => {
+      // Build first (nothing changes yet), then the entry (write-ahead), then the swap.
+      const prepared = await routing.prepare({ ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency });
+      if (journal && audited && JSON.stringify(before) !== JSON.stringify(after)) {
+        try {
+          await recordAdminAction(journal, { actor, action: 'config.reload', target: 'routing', before, after });
+        } catch (err) {
+          await routing.abort(prepared);
           logger.error({ err }, 'the reload could not be recorded in the audit log; the running configuration is kept');
           throw auditUnavailable();
-        });
-      const summary = await routing.reload({ ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency }, onBackendSettled);
+        }
+      }
+      const summary = routing.commit(prepared, onBackendSettled);
       running = { ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency };
       for (const k of ignored) summary.warnings.push(`the "${k}" section changed; it takes effect at the next restart`);
       logger.info({ generation: summary.generation, added: summary.added, changed: summary.changed, removed: summary.removed }, 'configuration reloaded');

@@ -109,7 +109,8 @@ const breakerSchema = z
     max_open_ms: z.number().int().min(10).max(86_400_000).default(300_000),
     half_open_probes: z.number().int().min(1).max(100).default(1),
   })
-  .strict();
+  .strict()
+  .refine((b) => b.open_ms <= b.max_open_ms, { message: 'open_ms must not exceed max_open_ms (default 300000)', path: ['open_ms'] });
 
 const baseBackend = {
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of letters, digits, ".", "_" or "-"'),
@@ -206,10 +207,11 @@ export const poolMemberSchema = z
   .strict();
 
 /**
- * Retries of one request (before any byte went to the client; on connect errors, timeouts before
- * the first byte, 5xx and 429): at most `attempts` attempts in all (1 = no retry), waiting
+ * Retries of one request (only before any byte went to the client; on connection errors and connect
+ * timeouts, and on HTTP 5xx and 429 answers — never on a timeout after the request was sent, which
+ * the engine may be processing): at most `attempts` attempts in all (1 = no retry), waiting
  * `base_ms × 2^(n-1)` (capped at `max_ms`, with full jitter) between them. Each attempt goes to a
- * backend not tried yet when one is available.
+ * backend not tried yet for this request.
  */
 export const retrySchema = z
   .object({

@@ -17,7 +17,8 @@
 import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayError } from '../http/errors.ts';
-import type { RoutePlan } from '../routing/router.ts';
+import { replan, type RoutePlan, type RoutingTable } from '../routing/router.ts';
+const TIMEOUT_HEADER = 'x-sovra-timeout-ms';
 import type { FailureKind } from '../routing/types.ts';
 import type { RequestContext } from './context.ts';
 import { forward, type ForwardOptions } from './forward.ts';
@@ -27,8 +28,10 @@ import { prepareUpstreamBody } from './prepare.ts';
 export interface DispatchOptions extends Omit<ForwardOptions, 'retryable' | 'forwarded'> {
   /** Serialises an upstream body (exact bytes; keeps the client's big integers). */
   serialize(body: Record<string, unknown>): string;
-  /** Per-request deadline from `x-sovra-timeout-ms`, ms (0 = none). */
+  /** Per-request deadline from `x-sovra-timeout-ms`, ms from the request's start (0 = none); covers every attempt. */
   deadlineMs: number;
+  /** The current routing table (a reload replaces it; the plan follows before each attempt). */
+  table(): RoutingTable;
   /** Client headers to pass through, by backend (`forward_headers`). */
   forwardedFor(backend: { provider: string } & Partial<{ forward_headers: string[] }>): Record<string, string> | undefined;
 }
@@ -40,20 +43,36 @@ export interface DispatchOptions extends Omit<ForwardOptions, 'retryable' | 'for
  */
 export async function dispatch(ctx: RequestContext, plan: RoutePlan, body: Record<string, unknown>, res: ServerResponse, opts: DispatchOptions): Promise<void> {
   let pending: { replay(): Promise<void>; failure: FailureKind } | null = null;
+  const deadlineAt = opts.deadlineMs > 0 ? ctx.t0 + opts.deadlineMs : 0;
   for (;;) {
+    // A hot reload since the plan was made: plan again on the current table (its policy, its
+    // backends), keeping what was tried. Synchronous up to `acquire`, so no swap slips in between.
+    const current = opts.table();
+    if (current !== plan.table) {
+      plan = replan(current, plan);
+      ctx.plan = plan;
+    }
     const attempt = plan.next();
     if (!attempt) {
       if (pending) {
         // Allowed backends could not be reached while policy excluded others: say it is residency.
-        const r = pending.failure === 'connect' || pending.failure === 'timeout' ? plan.residencyFailure() : null;
+        const r = pending.failure === 'connect' ? plan.residencyFailure() : null;
         if (r) throw r;
         return pending.replay();
       }
       throw plan.unavailable();
     }
     let route = attempt.route;
-    if (opts.deadlineMs > 0)
-      route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: opts.deadlineMs } : { ...route.timeouts, totalMs: opts.deadlineMs } };
+    if (deadlineAt > 0) {
+      // The client's deadline covers the whole request, retries included.
+      const left = Math.floor(deadlineAt - performance.now());
+      if (left <= 0) {
+        if (pending) return pending.replay();
+        ctx.outcome = 'upstream_timeout';
+        throw new GatewayError(504, 'timeout', 'upstream_timeout', `The request's deadline (${TIMEOUT_HEADER}) passed before an attempt could be made.`);
+      }
+      route = { ...route, timeouts: ctx.stream ? { ...route.timeouts, streamTotalMs: left } : { ...route.timeouts, totalMs: left } };
+    }
     ctx.route = route;
     const upstreamBody = prepareUpstreamBody(ctx, body, route);
     const fwd = opts.forwardedFor(route.backendConfig);
@@ -61,7 +80,7 @@ export async function dispatch(ctx: RequestContext, plan: RoutePlan, body: Recor
     const release = health.acquire();
     // The attempt's line; a failure appends its reason (the record's outcome is the last attempt's).
     const line = plan.decisions.length;
-    plan.note(`attempt ${attempt.n} ${route.model.name}/${route.backendConfig.id}`);
+    plan.note(`attempt ${attempt.n} ${route.model.name}/${route.backendConfig.id}`, true);
     const mark = (what: string) => {
       if (plan.decisions[line]?.startsWith(`attempt ${attempt.n} `)) plan.decisions[line] += `: ${what}`;
     };
@@ -98,8 +117,8 @@ export async function dispatch(ctx: RequestContext, plan: RoutePlan, body: Recor
       const f = (err as { failure?: FailureKind }).failure;
       if (f) health.onFailure(f);
       if (err instanceof GatewayError && err.code) mark(err.code);
-      // The only allowed backend could not be reached, and policy excluded others: residency decides.
-      if (f === 'connect' || f === 'timeout') throw plan.residencyFailure() ?? err;
+      // The last allowed backend could not be reached while policy excluded others: residency decides.
+      if (f === 'connect' && !plan.hasUntried()) throw plan.residencyFailure() ?? err;
       throw err;
     } finally {
       release();

@@ -135,6 +135,7 @@ export class Pipeline implements DataPlane {
         finalize: () => this.commit(ctx),
         serialize: (b) => parsed.serialize(b),
         deadlineMs,
+        table: () => this.deps.routes(),
         forwardedFor: (b) => forwardedHeaders(req, b),
       });
     } catch (err) {

@@ -131,14 +131,14 @@ function positiveNumber(name: string, v: number): number {
  */
 export class BackendHealth implements BackendView {
   readonly id: string;
-  readonly maxInFlight: number;
+  maxInFlight: number;
 
   readonly #now: () => number;
   readonly #wall: () => number;
-  readonly #failureThreshold: number;
-  readonly #baseOpenMs: number;
-  readonly #maxOpenMs: number;
-  readonly #halfOpenProbes: number;
+  #failureThreshold: number;
+  #baseOpenMs: number;
+  #maxOpenMs: number;
+  #halfOpenProbes: number;
   readonly #successesToClose: number;
   readonly #alpha: number;
   readonly #checkThreshold: number;
@@ -196,6 +196,45 @@ export class BackendHealth implements BackendView {
       };
     } else {
       this.#window = null;
+    }
+  }
+
+  /**
+   * Applies new limits from a reloaded configuration in place, so that requests still running keep
+   * counting against the same in-flight total and the breaker keeps its state.
+   * @param opts as in the constructor (only these fields)
+   * @param resetBreaker true when the backend now points at another engine: its history no longer applies
+   * @throws {RangeError} on invalid options (nothing is changed)
+   */
+  reconfigure(opts: Pick<BackendHealthOptions, 'maxInFlight' | 'failureThreshold' | 'openMs' | 'maxOpenMs' | 'halfOpenProbes'>, resetBreaker = false): void {
+    const maxInFlight = positiveInt('maxInFlight', opts.maxInFlight, 0);
+    const failureThreshold = positiveInt('failureThreshold', opts.failureThreshold ?? 5, 1);
+    const openMs = positiveNumber('openMs', opts.openMs ?? 10_000);
+    const maxOpenMs = positiveNumber('maxOpenMs', opts.maxOpenMs ?? 300_000);
+    if (maxOpenMs < openMs) throw new RangeError('maxOpenMs must be ≥ openMs');
+    const halfOpenProbes = positiveInt('halfOpenProbes', opts.halfOpenProbes ?? 1, 1);
+    this.maxInFlight = maxInFlight;
+    this.#failureThreshold = failureThreshold;
+    this.#baseOpenMs = openMs;
+    this.#maxOpenMs = maxOpenMs;
+    this.#openMs = Math.min(Math.max(this.#openMs, openMs), maxOpenMs);
+    this.#halfOpenProbes = halfOpenProbes;
+    if (resetBreaker) {
+      this.#gen++;
+      this.#state = 'closed';
+      this.#consecutiveFailures = 0;
+      this.#openMs = openMs;
+      this.#openedAt = null;
+      this.#openUntil = 0;
+      this.#openReason = null;
+      this.#openedByCheck = false;
+      this.#probes = 0;
+      this.#halfOpenSuccesses = 0;
+      this.#coolUntil = Number.NEGATIVE_INFINITY;
+      this.#checkFailures = 0;
+      this.#unhealthy = false;
+      this.#lastCheck = null;
+      this.#ewma = null;
     }
   }
 

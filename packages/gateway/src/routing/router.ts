@@ -20,8 +20,10 @@ import type { BackendHealth } from './health.ts';
 import { checkResidency, ClassificationLadder, requestClass, resolvePolicy, type BackendResidency, type EffectivePolicy } from './policy.ts';
 import type { PoolMember } from './types.ts';
 
-/** Most decision lines kept for one request's audit entry (the rest are counted in a last line). */
-export const MAX_DECISIONS = 60;
+/** Most decision lines kept for one request's audit entry (the record keeps up to 64). */
+export const MAX_DECISIONS = 62;
+/** Most routine lines (exclusions, skips); further ones are counted in one summary line. */
+export const MAX_ROUTINE_DECISIONS = 36;
 
 /** One backend of an alias's pool, with everything an attempt needs. */
 export interface Member extends PoolMember {
@@ -211,7 +213,7 @@ export class RoutingTable {
     assertModelAllowed(principal, primary.model.name);
     const policy = this.policyFor(principal?.tenant ?? null, principal?.tenantAttributes);
     const dataClass = requestClass(this.ladder, policy, dataClassHeader);
-    const plan = new RoutePlan(this, primary, dataClass);
+    const plan = new RoutePlan(this, primary, dataClass, { needs, principal, dataClassHeader });
     plan.note(`class=${this.ladder.name(dataClass)}`);
     let capable = 0;
     let residencyExcluded = 0;
@@ -222,6 +224,12 @@ export class RoutingTable {
     }
     for (const alias of chain) {
       if (alias !== primary) {
+        // A fallback is another model: the key must be allowed to use it too.
+        const list = principal?.modelAllowlist;
+        if (list && !list.includes(alias.model.name)) {
+          plan.note(`exclude ${alias.model.name}: model_not_allowed`);
+          continue;
+        }
         const forbidden = alias.model.forbid_params.find((p) => needs.body[p] !== undefined);
         if (forbidden !== undefined) {
           plan.note(`exclude ${alias.model.name}: forbidden_parameter ${forbidden}`);
@@ -264,6 +272,25 @@ export class RoutingTable {
   }
 }
 
+/**
+ * Plans `old`'s request again on this table (after a hot reload): the same request, principal
+ * and classification header, with the attempts already made and their decisions carried over; a
+ * backend already tried is not tried again.
+ * @throws GatewayError as {@link RoutingTable.plan} (e.g. 451 when the new policy allows nothing)
+ */
+export function replan(table: RoutingTable, old: RoutePlan): RoutePlan {
+  let next: RoutePlan;
+  try {
+    next = table.plan(old.primary.model.name, old.args.needs, old.args.principal, old.args.dataClassHeader);
+  } catch (e) {
+    const d = (e as RoutingError).decisions;
+    if (d) (e as RoutingError).decisions = [...old.decisions, `reload: generation ${table.generation}`, ...d];
+    throw e;
+  }
+  next.inherit(old, `reload: generation ${table.generation}`);
+  return next;
+}
+
 /** A GatewayError that carries a plan's decisions for the audit entry. */
 export type RoutingError = GatewayError & { decisions?: string[] };
 
@@ -286,20 +313,48 @@ export class RoutePlan {
   private attempts = 0;
   private dropped = 0;
 
+  private routine = 0;
+  private droppedAt = -1;
+
   constructor(
     readonly table: RoutingTable,
     readonly primary: AliasRoute,
     /** Rank of the request's classification. */
     readonly dataClass: number,
+    /** What the plan was made from (for {@link replan}). */
+    readonly args: { needs: RequestNeeds; principal: Principal | undefined; dataClassHeader: string | string[] | undefined },
   ) {}
 
-  /** Records one decision line (capped at {@link MAX_DECISIONS}). */
-  note(line: string): void {
-    if (this.decisions.length < MAX_DECISIONS - 1) this.decisions.push(line);
-    else {
-      this.dropped++;
-      this.decisions[MAX_DECISIONS - 1] = `… ${this.dropped} more decision(s) not listed`;
+  /**
+   * Records one decision line. Routine lines (exclusions, skips) are capped at
+   * {@link MAX_ROUTINE_DECISIONS}, the rest counted in one summary line; `key` lines (attempts,
+   * transfer bases used, panic, reloads) are always kept, so the record says where the data went.
+   */
+  note(line: string, key = false): void {
+    if (key || this.routine < MAX_ROUTINE_DECISIONS) {
+      if (!key) this.routine++;
+      if (this.decisions.length < MAX_DECISIONS) this.decisions.push(line);
+      return;
     }
+    this.dropped++;
+    const summary = `… ${this.dropped} more exclusion(s) not listed`;
+    if (this.droppedAt < 0) {
+      this.droppedAt = this.decisions.length;
+      this.decisions.push(summary);
+    } else this.decisions[this.droppedAt] = summary;
+  }
+
+  /** @internal Carries attempts, tried backends and decisions over from a plan made on an older table. */
+  inherit(old: RoutePlan, line: string): void {
+    const mine = this.decisions.splice(0);
+    this.decisions.push(...old.decisions, line, ...mine);
+    for (const t of old.tried) this.tried.add(t);
+    this.attempts = old.attempts;
+  }
+
+  /** True when an admissible-by-policy candidate has not been tried yet (health not considered). */
+  hasUntried(): boolean {
+    return this.stages.some((s) => s.members.some((m) => !this.tried.has(m.config.id)));
   }
 
   /** @internal */
@@ -351,7 +406,7 @@ export class RoutePlan {
         const m = open.length > 0 ? s.alias.balancer.pick(open, this.tried) : null;
         if (m) {
           pick = { alias: s.alias, member: m as Member };
-          this.note(`panic: every candidate is ejected; trying ${m.backend.id} anyway`);
+          this.note(`panic: every candidate is ejected; trying ${m.backend.id} anyway`, true);
           break;
         }
       }
@@ -361,7 +416,7 @@ export class RoutePlan {
     this.tried.add(pick.member.config.id);
     const { alias, member } = pick;
     const transfer = this.transfers.get(member.config.id);
-    if (transfer !== undefined) this.note(`transfer ${member.config.id} (${member.residency.jurisdiction}): ${transfer}`);
+    if (transfer !== undefined) this.note(`transfer ${member.config.id} (${member.residency.jurisdiction}): ${transfer}`, true);
     return {
       n: this.attempts,
       member,

@@ -28,6 +28,18 @@ export interface ReloadSummary {
   warnings: string[];
 }
 
+/** A reload built by {@link RoutingService.prepare}, not applied yet. */
+export interface PreparedReload {
+  readonly table: RoutingTable;
+  readonly summary: ReloadSummary;
+  /** @internal providers built for new or changed backends */
+  readonly fresh: Provider[];
+  /** @internal in-place limit changes of kept health trackers */
+  readonly reconfigure: Array<() => void>;
+  /** @internal the table this reload was prepared against */
+  readonly base: RoutingTable;
+}
+
 /** A backend as `GET /admin/v1/backends` shows it (no credential, no header value). */
 export interface BackendReport {
   id: string;
@@ -97,51 +109,94 @@ export class RoutingService {
   }
 
   /**
-   * Swaps in a new configuration's routing (see module doc).
+   * Builds the routing of a new configuration without using it yet: new providers for new or
+   * changed backends (not started), the new table. Nothing observable changes until
+   * {@link commit}; {@link abort} releases what was built.
    * @param config a validated configuration
-   * @param onSettled as in {@link startBackends}, for the new providers
+   * @throws Error when the configuration cannot be built (nothing is changed)
    */
-  async reload(config: Config, onSettled: (p: Provider, err?: Error) => void): Promise<ReloadSummary> {
+  async prepare(config: Config): Promise<PreparedReload> {
     const old = this.current;
     const oldById = new Map(old.config.backends.map((b) => [b.id, b]));
     const keep = config.backends.filter((b) => oldById.has(b.id) && same(oldById.get(b.id)!, b));
     const fresh = config.backends.filter((b) => !keep.includes(b));
     const built = await buildProviders(fresh, this.opts.configDir, this.opts.env, this.opts.log);
-    const providers = new Map<string, Provider>();
-    const health = new Map<string, BackendHealth>();
-    for (const b of config.backends) {
-      if (keep.includes(b)) {
-        providers.set(b.id, old.providers.get(b.id)!);
-        health.set(b.id, old.health.get(b.id)!);
-      } else {
+    try {
+      const providers = new Map<string, Provider>();
+      const health = new Map<string, BackendHealth>();
+      const reconfigure: Array<() => void> = [];
+      for (const b of config.backends) {
+        if (keep.includes(b)) {
+          providers.set(b.id, old.providers.get(b.id)!);
+          health.set(b.id, old.health.get(b.id)!);
+          continue;
+        }
         providers.set(b.id, built.get(b.id)!);
-        health.set(b.id, healthFor(b));
+        const prev = old.health.get(b.id);
+        if (prev) {
+          // Same backend id: keep its health object (running requests keep counting against its
+          // in-flight limit); limits change in place at commit, history resets if the engine moved.
+          const was = oldById.get(b.id)!;
+          const moved = was.provider !== b.provider || endpointOf(was) !== endpointOf(b);
+          healthFor(b); // validates the new limits now (throws before anything changes)
+          reconfigure.push(() => prev.reconfigure(healthOptions(b), moved));
+          health.set(b.id, prev);
+        } else health.set(b.id, healthFor(b));
       }
+      const table = new RoutingTable(config, providers, health, old.generation + 1);
+      return {
+        table,
+        summary: {
+          generation: table.generation,
+          added: fresh.filter((b) => !oldById.has(b.id)).map((b) => b.id),
+          changed: fresh.filter((b) => oldById.has(b.id)).map((b) => b.id),
+          removed: old.config.backends.filter((b) => !config.backends.some((n) => n.id === b.id)).map((b) => b.id),
+          warnings: unservableReport(table),
+        },
+        fresh: fresh.map((b) => providers.get(b.id)!),
+        reconfigure,
+        base: old,
+      };
+    } catch (err) {
+      await Promise.all([...built.values()].map((p) => p.close().catch(() => undefined)));
+      throw err;
     }
-    const table = new RoutingTable(config, providers, health, old.generation + 1);
-    this.current = table; // the swap
-    const summary: ReloadSummary = {
-      generation: table.generation,
-      added: fresh.filter((b) => !oldById.has(b.id)).map((b) => b.id),
-      changed: fresh.filter((b) => oldById.has(b.id)).map((b) => b.id),
-      removed: old.config.backends.filter((b) => !config.backends.some((n) => n.id === b.id)).map((b) => b.id),
-      warnings: unservableReport(table),
-    };
+  }
+
+  /** Releases what {@link prepare} built (the reload is not applied). */
+  async abort(p: PreparedReload): Promise<void> {
+    await Promise.all(p.fresh.map((x) => x.close().catch(() => undefined)));
+  }
+
+  /**
+   * Swaps in a prepared reload (see module doc).
+   * @param onSettled as in {@link startBackends}, for the new providers
+   * @throws Error when another reload was committed since `p` was prepared
+   */
+  commit(p: PreparedReload, onSettled: (p: Provider, err?: Error) => void): ReloadSummary {
+    const old = this.current;
+    if (old !== p.base) throw new Error('the routing changed while this reload was prepared');
+    for (const r of p.reconfigure) r();
+    this.current = p.table; // the swap
     if (this.started) {
       this.restartChecker();
-      for (const b of fresh) {
-        const p = providers.get(b.id)!;
-        void p.start().then(() => onSettled(p), (err: Error) => onSettled(p, err));
-      }
+      for (const prov of p.fresh) void prov.start().then(() => onSettled(prov), (err: Error) => onSettled(prov, err));
     }
-    // Retire the providers the new generation no longer uses, once drained.
-    for (const [id, p] of old.providers) {
-      if (providers.get(id) === p) continue;
+    // Retire the providers the new generation no longer uses, once drained. (Requests planned on the
+    // old table re-plan on the current one before each attempt, so only running attempts use them.)
+    for (const [id, prov] of old.providers) {
+      if (p.table.providers.get(id) === prov) continue;
       const h = old.health.get(id)!;
-      const d = this.drain(p, h).finally(() => this.draining.delete(d));
+      const d = this.drain(prov, h).finally(() => this.draining.delete(d));
       this.draining.add(d);
     }
-    return summary;
+    return p.summary;
+  }
+
+  /** {@link prepare} then {@link commit}. */
+  async reload(config: Config, onSettled: (p: Provider, err?: Error) => void): Promise<ReloadSummary> {
+    const p = await this.prepare(config);
+    return this.commit(p, onSettled);
   }
 
   private async drain(p: Provider, h: BackendHealth): Promise<void> {
@@ -211,16 +266,25 @@ export class RoutingService {
   }
 }
 
-/** A backend's health tracker, from its configuration. */
-function healthFor(b: BackendConfig): BackendHealth {
-  return new BackendHealth({
-    id: b.id,
+/** A backend's health limits, from its configuration. */
+function healthOptions(b: BackendConfig) {
+  return {
     maxInFlight: b.max_in_flight,
     failureThreshold: b.breaker.failures,
     openMs: b.breaker.open_ms,
     maxOpenMs: b.breaker.max_open_ms,
     halfOpenProbes: b.breaker.half_open_probes,
-  });
+  };
+}
+
+/** A backend's health tracker, from its configuration. */
+function healthFor(b: BackendConfig): BackendHealth {
+  return new BackendHealth({ id: b.id, ...healthOptions(b) });
+}
+
+/** Where a backend's engine is (a different value = another engine). */
+function endpointOf(b: BackendConfig): string {
+  return b.provider === 'embedded' ? b.model_path : b.base_url;
 }
 
 /**
