@@ -1,0 +1,135 @@
+/**
+ * Redaction on the ORIGINAL text by offsets (spec §4.7).
+ *
+ * - `redact`: each span becomes a typed placeholder `[MY_NRIC_1]`, numbered per type per call;
+ *   the same identifier (same type and same digits/letters once separators and native digits
+ *   are normalised) gets the same number, so the model still sees that two mentions are one
+ *   entity. The returned {@link RedactionVault} maps placeholder → original text (the first
+ *   spelling seen) for tokenize/restore.
+ * - `mask`: keeps the last 4 letters/digits of the identifier, replaces every other letter or
+ *   digit with `*` and keeps separators (`4310 0455 4388 7329` → `**** **** **** 7329`). No
+ *   vault entries (masking is not reversible).
+ *
+ * The vault never serialises its values: `JSON.stringify`, `util.inspect`/`console.log` and
+ * string conversion show only its size, so it cannot end up in a log by accident.
+ */
+import { inspect } from 'node:util';
+import { normaliseDigits } from './normalise.ts';
+import type { PiiType } from './types.ts';
+
+/** Redaction actions. */
+export type RedactionAction = 'redact' | 'mask';
+
+/** A span to redact: offsets are UTF-16 code units into the text, end exclusive. */
+export interface RedactionSpan {
+  type: PiiType;
+  start: number;
+  end: number;
+}
+
+/**
+ * Per-request mapping placeholder → original value. Keep it inside the gateway; it is opaque to
+ * logging (see module doc).
+ */
+export class RedactionVault {
+  readonly #byPlaceholder = new Map<string, string>();
+
+  /** @internal */
+  set(placeholder: string, original: string): void {
+    this.#byPlaceholder.set(placeholder, original);
+  }
+
+  /** Original value of a placeholder such as `[ID_NIK_1]`, or undefined. */
+  get(placeholder: string): string | undefined {
+    return this.#byPlaceholder.get(placeholder);
+  }
+
+  /** Number of placeholders. */
+  get size(): number {
+    return this.#byPlaceholder.size;
+  }
+
+  /** Placeholders in order of first appearance (no values). */
+  placeholders(): string[] {
+    return [...this.#byPlaceholder.keys()];
+  }
+
+  /** [placeholder, original] pairs — for the restore step only; never log the result. */
+  entries(): Array<[string, string]> {
+    return [...this.#byPlaceholder.entries()];
+  }
+
+  toJSON(): { size: number } {
+    return { size: this.#byPlaceholder.size };
+  }
+
+  toString(): string {
+    return `[RedactionVault size=${this.#byPlaceholder.size}]`;
+  }
+
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+/** Output of {@link applyRedaction}. */
+export interface RedactionResult {
+  text: string;
+  vault: RedactionVault;
+}
+
+const ALNUM_OR_DIGIT = /[\p{L}\p{Nd}]/u;
+
+/** Identity key of a value for numbering: native digits → ASCII, separators removed, upper case. */
+function valueKey(type: PiiType, raw: string): string {
+  const ascii = normaliseDigits(raw);
+  return type + '\u0000' + (type === 'EMAIL' ? ascii.toLowerCase() : ascii.replace(/[\s.\/\-\u00AD\u200B-\u200D\u2060\uFEFF]/g, '').toUpperCase());
+}
+
+/** Masks all letters/digits of `raw` except the last `keep`, keeping separators. */
+function maskValue(raw: string, keep = 4): string {
+  const chars = [...raw];
+  let remaining = keep;
+  for (let i = chars.length - 1; i >= 0; i--) {
+    if (!ALNUM_OR_DIGIT.test(chars[i]!)) continue;
+    if (remaining > 0) remaining--;
+    else chars[i] = '*';
+  }
+  return chars.join('');
+}
+
+/**
+ * Applies `action` to `spans` of `text` (spans as returned by `detect`: sorted or not, they must
+ * not overlap). Returns the new text and, for `redact`, the placeholder vault.
+ * @throws RangeError when spans overlap or fall outside the text.
+ */
+export function applyRedaction(text: string, spans: readonly RedactionSpan[], action: RedactionAction): RedactionResult {
+  const sorted = [...spans].sort((a, b) => a.start - b.start);
+  const vault = new RedactionVault();
+  const counters = new Map<PiiType, number>();
+  const numbers = new Map<string, string>();
+  const parts: string[] = [];
+  let pos = 0;
+  for (const s of sorted) {
+    if (s.start < pos || s.end > text.length || s.end <= s.start) throw new RangeError('redaction spans overlap or are out of range');
+    parts.push(text.slice(pos, s.start));
+    const raw = text.slice(s.start, s.end);
+    if (action === 'mask') {
+      parts.push(maskValue(raw));
+    } else {
+      const key = valueKey(s.type, raw);
+      let placeholder = numbers.get(key);
+      if (placeholder === undefined) {
+        const n = (counters.get(s.type) ?? 0) + 1;
+        counters.set(s.type, n);
+        placeholder = `[${s.type}_${n}]`;
+        numbers.set(key, placeholder);
+        vault.set(placeholder, raw);
+      }
+      parts.push(placeholder);
+    }
+    pos = s.end;
+  }
+  parts.push(text.slice(pos));
+  return { text: parts.join(''), vault };
+}
