@@ -30,6 +30,7 @@ import { StoreWorker, type RunningAuditLog } from './audit/store-worker.ts';
 import { Metering } from './metering/index.ts';
 import { createJournalSink } from './audit/sink.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
+import { PrivacyGuard } from './privacy/guard.ts';
 
 /** Options for {@link createGateway}. */
 export interface GatewayOptions {
@@ -62,7 +63,7 @@ export interface Gateway {
   routing(): RoutingService;
   /**
    * Hot reload (docs/routing.md): re-reads the configuration file (or takes `config`), validates it
-   * and swaps the routing (backends, models, residency) atomically; in-flight requests finish on
+   * and swaps the routing (backends, models, residency) and the privacy policy atomically; in-flight requests finish on
    * what they started with. Each successful reload is an audit entry (`config.reload`).
    * Sections that need a restart (server, database, audit, metering) are ignored, with a warning.
    * @throws ConfigError when the file is invalid (the running configuration is kept)
@@ -75,11 +76,12 @@ export interface Gateway {
 /** Build a gateway (nothing is started). */
 export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const { config } = opts;
-  const logger = opts.logger ?? createLogger(config.logging.level);
+  const logger = opts.logger ?? createLogger(config.logging.level, undefined, { scrub: config.privacy.scrub_logs });
   const env = opts.env ?? process.env;
   const routing = await RoutingService.create(config, { configDir: opts.configDir, env, log: (level, msg) => logger[level](msg) });
   for (const w of unservableReport(routing.table())) logger.warn(`residency: ${w}`);
   let running = config; // the configuration routing runs on (replaced by reloads)
+  let privacy: PrivacyGuard | undefined = config.privacy.enabled ? new PrivacyGuard(config.privacy) : undefined;
 
   let store: Store | undefined;
   let journal: Journal | undefined;
@@ -94,6 +96,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const pipeline = new Pipeline({
     auth: { authenticate: (k) => auth!.authenticate(k) },
     routes: () => routing.table(),
+    privacy: () => privacy,
     sink: createJournalSink(() => journal, audited, logger),
     logger,
     heartbeatMs: config.server.sse_heartbeat_ms,
@@ -204,8 +207,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
         cfg = parseConfig(text, opts.configPath, env);
       }
       const ignored = (['server', 'database', 'logging', 'audit', 'metering'] as const).filter((k) => JSON.stringify(cfg![k]) !== JSON.stringify(running[k]));
-      const before = { backends: running.backends, models: running.models, residency: running.residency };
-      const after = { backends: cfg.backends, models: cfg.models, residency: cfg.residency };
+      const before = { backends: running.backends, models: running.models, residency: running.residency, privacy: running.privacy };
+      const after = { backends: cfg.backends, models: cfg.models, residency: cfg.residency, privacy: cfg.privacy };
+      const nextPrivacy = cfg.privacy.enabled ? new PrivacyGuard(cfg.privacy) : undefined;
       // Build first (nothing changes yet), then the entry (write-ahead), then the swap.
       const prepared = await routing.prepare({ ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency });
       if (journal && audited && JSON.stringify(before) !== JSON.stringify(after)) {
@@ -218,7 +222,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
         }
       }
       const summary = routing.commit(prepared, onBackendSettled);
-      running = { ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency };
+      if (JSON.stringify(cfg.privacy) !== JSON.stringify(running.privacy)) privacy = nextPrivacy;
+      running = { ...running, backends: cfg.backends, models: cfg.models, residency: cfg.residency, privacy: cfg.privacy };
       for (const k of ignored) summary.warnings.push(`the "${k}" section changed; it takes effect at the next restart`);
       logger.info({ generation: summary.generation, added: summary.added, changed: summary.changed, removed: summary.removed }, 'configuration reloaded');
       for (const w of summary.warnings) logger.warn(`reload: ${w}`);

@@ -71,6 +71,13 @@ models:
     # fallbacks: [other-alias]           # tried when this alias's backends cannot serve
     # retry: { attempts: 3, base_ms: 100, max_ms: 2000 }
 
+privacy:                   # personal identifiers found locally and handled before routing (docs/privacy.md)
+  enabled: true
+  default:
+    action: redact         # block | redact | mask | tokenize | allow
+  # tenants:
+  #   health-ministry: { action: tokenize, types: { PAYMENT_CARD: block } }
+
 # Residency (docs/routing.md): where each tenant's data may go. Routing fails closed (HTTP 451).
 # residency:
 #   classifications: [public, internal, confidential, secret]   # lowest first

@@ -5,6 +5,7 @@
  * Validation errors name the path (e.g. `backends[0].base_url`) and the problem.
  */
 import { z } from 'zod';
+import { PII_TYPES as PII_TYPE_NAMES } from '../privacy/types.ts';
 
 /** Headers `forward_headers` may not name: credentials for Sovra itself, cookies, framing and hop-by-hop headers. */
 const NEVER_FORWARDED = new Set([
@@ -367,6 +368,55 @@ export const meteringSchema = z
   .strict()
   .default({});
 
+/** What the privacy guard does with an identifier of one type (docs/privacy.md). */
+export const PII_ACTIONS = ['block', 'redact', 'mask', 'tokenize', 'allow'] as const;
+
+/**
+ * One privacy policy (the default, a tenant's, or a key's).
+ * - `action`: for every enabled type without an override: `block` (400 naming the types, never the
+ *   values), `redact` (typed placeholders `[MY_NRIC_1]`), `mask` (keep the last 4 characters),
+ *   `tokenize` (placeholders to the model, originals restored in the answer for the caller only) or
+ *   `allow` (sent as is; see `allow_classification`).
+ * - `types`: per identifier type (spec names, e.g. `MY_NRIC`, `PAYMENT_CARD`): an action, or `off`
+ *   to not look for it.
+ * - `strict`: also act on low-confidence findings that have a context word (spec §4.5).
+ * - `allow_classification`: a request whose identifiers go to the model as is (`allow`) is raised
+ *   to at least this classification, so routing only picks backends cleared for it.
+ * A tenant's or key's policy replaces the default's fields it sets (a key's, the tenant's).
+ */
+export const privacyPolicySchema = z
+  .object({
+    action: z.enum(PII_ACTIONS).optional(),
+    types: z.record(z.string().regex(/^[A-Z][A-Z_]{1,40}$/, 'must be an identifier type such as MY_NRIC'), z.enum([...PII_ACTIONS, 'off'])).optional(),
+    strict: z.boolean().optional(),
+    allow_classification: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+
+/**
+ * The privacy guard (src/privacy/, docs/privacy.md): local-format personal identifiers found and
+ * handled before routing, so no model and no log sees them.
+ * - `enabled` (default true); `time_budget_ms`: most time one request's scan may take, else the
+ *   request is refused (fail closed, 503 `privacy_guard_unavailable`); `max_chars`: largest text
+ *   scanned per request (UTF-16 code units), larger requests are refused (413 `privacy_scan_too_large`).
+ * - `default`, `tenants.<name>`, `keys.<key id>`: policies (see {@link privacyPolicySchema}).
+ * - `extra_keywords`: more context words per type (local languages, jargon).
+ * - `scrub_logs` (default true): every log line passes the detector; identifiers become `[TYPE]`.
+ */
+export const privacySchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    time_budget_ms: z.number().int().min(1).max(60_000).default(250),
+    max_chars: z.number().int().min(1000).max(20_000_000).default(2_000_000),
+    default: privacyPolicySchema.default({}),
+    tenants: z.record(z.string().min(1), privacyPolicySchema).default({}),
+    keys: z.record(z.string().min(1), privacyPolicySchema).default({}),
+    extra_keywords: z.record(z.string(), z.array(z.string().min(2).max(64)).max(200)).default({}),
+    scrub_logs: z.boolean().default(true),
+  })
+  .strict()
+  .default({});
+
 export const configSchema = z
   .object({
     server: z
@@ -402,6 +452,7 @@ export const configSchema = z
     audit: auditSchema,
     metering: meteringSchema,
     residency: residencySchema,
+    privacy: privacySchema,
     backends: z.array(backendSchema).default([]),
     models: z.array(modelSchema).default([]),
   })
@@ -478,6 +529,17 @@ export function semanticCheck(c: Config): Array<{ path: Array<string | number>; 
   };
   policy(c.residency.default, ['residency', 'default']);
   for (const [name, p] of Object.entries(c.residency.tenants)) policy(p, ['residency', 'tenants', name]);
+  const types = new Set<string>(PII_TYPE_NAMES);
+  const privacy = (p: PrivacyPolicyConfig, path: Array<string | number>) => {
+    known(p.allow_classification, [...path, 'allow_classification']);
+    for (const t of Object.keys(p.types ?? {}))
+      if (!types.has(t)) out.push({ path: [...path, 'types', t], message: `unknown identifier type "${t}" (known: ${PII_TYPE_NAMES.join(', ')})` });
+  };
+  privacy(c.privacy.default, ['privacy', 'default']);
+  for (const [name, p] of Object.entries(c.privacy.tenants)) privacy(p, ['privacy', 'tenants', name]);
+  for (const [name, p] of Object.entries(c.privacy.keys)) privacy(p, ['privacy', 'keys', name]);
+  for (const t of Object.keys(c.privacy.extra_keywords))
+    if (!types.has(t)) out.push({ path: ['privacy', 'extra_keywords', t], message: `unknown identifier type "${t}"` });
   return out;
 }
 
@@ -493,3 +555,6 @@ export type ResidencyConfig = z.infer<typeof residencySchema>;
 export type ResidencyPolicyConfig = z.infer<typeof residencyPolicySchema>;
 export type PoolMemberConfig = z.infer<typeof poolMemberSchema>;
 export type RetryConfig = z.infer<typeof retrySchema>;
+export type PrivacyConfig = z.infer<typeof privacySchema>;
+export type PrivacyPolicyConfig = z.infer<typeof privacyPolicySchema>;
+export type PiiAction = (typeof PII_ACTIONS)[number];

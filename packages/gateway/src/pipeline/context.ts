@@ -74,6 +74,11 @@ export interface RequestContext {
   route?: Route;
   /** The routing plan (candidates after policy, attempts made, decisions for the audit entry). */
   plan?: RoutePlan;
+  /**
+   * What the privacy guard did: audit lines (`TYPE action count`), the tokenize restore map
+   * (placeholder → original; never logged) and the classification to raise the request to.
+   */
+  pii?: { lines: string[]; restore: ReadonlyMap<string, string>; raiseTo: string | null };
   /** Routing decisions of a request refused before it had a plan (451 and the like). */
   decisions?: string[];
   stream: boolean;

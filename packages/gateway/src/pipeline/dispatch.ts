@@ -32,6 +32,8 @@ export interface DispatchOptions extends Omit<ForwardOptions, 'retryable' | 'for
   deadlineMs: number;
   /** The current routing table (a reload replaces it; the plan follows before each attempt). */
   table(): RoutingTable;
+  /** Tokenized identifiers to restore in the answer (placeholder → original), if any. */
+  restore?: ReadonlyMap<string, string>;
   /** Client headers to pass through, by backend (`forward_headers`). */
   forwardedFor(backend: { provider: string } & Partial<{ forward_headers: string[] }>): Record<string, string> | undefined;
 }
@@ -90,6 +92,7 @@ export async function dispatch(ctx: RequestContext, plan: RoutePlan, body: Recor
         heartbeatMs: opts.heartbeatMs,
         ...(opts.finalize ? { finalize: opts.finalize } : {}),
         ...(fwd ? { forwarded: fwd } : {}),
+        ...(opts.restore ? { restore: opts.restore } : {}),
         retryable: !last,
       });
       if (!out.retry) {

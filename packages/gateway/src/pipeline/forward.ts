@@ -28,6 +28,8 @@ import { errorJson, GatewayError } from '../http/errors.ts';
 import { auditUnavailable, auditUnavailableMessage } from './audit-errors.ts';
 import type { RequestContext, Usage } from './context.ts';
 import type { FailureKind } from '../routing/types.ts';
+import { restoreAnswer, StreamRestorer } from '../privacy/restore.ts';
+import { scrubText } from '../privacy/scrub.ts';
 
 /** Options for {@link forward}. */
 export interface ForwardOptions {
@@ -46,6 +48,12 @@ export interface ForwardOptions {
    * is not relayed: {@link forward} resolves with `retry: true` and nothing has reached the client.
    */
   retryable?: boolean;
+  /**
+   * Tokenized identifiers to put back into the answer (placeholder → original; privacy guard's
+   * `tokenize` action): generated text of 2xx JSON answers and stream chunks is rewritten before it is
+   * sent (and so before it is committed). Never logged.
+   */
+  restore?: ReadonlyMap<string, string>;
 }
 
 /**
@@ -200,6 +208,10 @@ async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind:
   } catch {
     /* non-JSON body: relayed as is */
   }
+  if (opts.restore && parsed && r.status >= 200 && r.status < 300) {
+    restoreAnswer(parsed, opts.restore);
+    r = { ...r, body: Buffer.from(JSON.stringify(parsed), 'utf8') };
+  }
   if (r.status >= 200 && r.status < 300) {
     const u = parsed ? readUsage(parsed) : null;
     if (u) {
@@ -307,6 +319,7 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
   }
 
   const isChatLike = ctx.operation === 'chat.completions' || ctx.operation === 'completions';
+  const restorer = opts.restore && opts.restore.size > 0 ? new StreamRestorer(opts.restore) : null;
   let held: string | null = null;
   let events = 0;
   let ended = false; // the upstream closed the stream normally
@@ -318,7 +331,17 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
         break;
       }
       if (ctx.abort.signal.aborted) break;
-      const item = step.value;
+      let item = step.value;
+      if (restorer && item.type === 'event') {
+        if (item.data === '[DONE]') {
+          // Release anything still held before the end (a stream without a finish chunk).
+          const tail = restorer.end();
+          if (tail) {
+            const out = inspectEvent(ctx, { type: 'event', event: undefined, id: undefined, data: JSON.stringify(tail) }, isChatLike);
+            if (out !== null) await write(out);
+          }
+        } else item = restoreEvent(item, restorer);
+      }
       if (item.type === 'event') events++;
       if (item.type === 'comment') {
         if (held !== null) {
@@ -453,8 +476,25 @@ function markUpstreamError(ctx: RequestContext, e: Record<string, unknown> | und
 /**
  * An upstream error code as recorded (records and audit entries are public and permanent): only a
  * short identifier (`insufficient_quota`, `rate_limit_exceeded`, …) is kept; anything else — free
- * text an upstream might put there — is dropped (the caller falls back to a generic code).
+ * text an upstream might put there, or a personal identifier (privacy scrubber) — is dropped (the
+ * caller falls back to a generic code).
  */
 export function safeCode(v: unknown): string | undefined {
-  return typeof v === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(v) ? v : undefined;
+  // A code that is (or may hold) a personal identifier is not a code: never recorded. Bare digit
+  // runs are refused outright — a structure-only identifier (a 12-digit MyKad) needs context words
+  // for the detector to be sure, and an error code never needs six digits in a row.
+  return typeof v === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(v) && !/[0-9]{6}/.test(v) && scrubText(v) === v ? v : undefined;
+}
+
+/** An event with the tokenized identifiers of its chunk restored (unchanged when nothing was). */
+function restoreEvent(ev: SseEvent, restorer: StreamRestorer): SseEvent {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(ev.data);
+  } catch {
+    return ev;
+  }
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return ev;
+  if (!restorer.chunk(obj as Record<string, unknown>)) return ev;
+  return { ...ev, data: JSON.stringify(obj) };
 }

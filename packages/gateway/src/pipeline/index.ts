@@ -25,6 +25,8 @@ import { newContext, type Outcome, type Principal, type RequestContext } from '.
 import { admit, priceOnly, settle, type MeterDeps } from './meter.ts';
 import { assertNotForbidden } from './prepare.ts';
 import { dispatch } from './dispatch.ts';
+import { guard } from './guard.ts';
+import type { PrivacyGuard } from '../privacy/guard.ts';
 import { requestNeeds, type RoutingError, type RoutingTable } from '../routing/router.ts';
 import { DATA_CLASS_HEADER } from '../routing/policy.ts';
 import { estimateUsage, toRecord } from './record.ts';
@@ -79,6 +81,8 @@ export interface PipelineDeps {
   maxRequestTimeoutMs: number;
   /** null when ready to serve, else the reason. */
   notReady: () => string | null;
+  /** The privacy guard (undefined when `privacy.enabled` is false). */
+  privacy?: () => PrivacyGuard | undefined;
   /** Rate limits, budgets and prices (undefined until the store is open, or without metering). */
   meter?: () => MeterDeps | undefined;
 }
@@ -113,13 +117,16 @@ export class Pipeline implements DataPlane {
       ctx.principal = principalOf(req) ?? (await authenticate(this.deps.auth, req.headers.authorization));
       // 2. parse
       const parsed = parseJsonBody(req.body as Buffer);
-      const body = parsed.body;
+      let body = parsed.body;
       validateBody(op, body);
-      ctx.body = body;
       ctx.stream = body['stream'] === true;
+      // 2b. guard: personal identifiers handled before anything else sees the text
+      const g = this.deps.privacy?.();
+      if (g) body = guard(ctx, body, g);
+      ctx.body = body;
       // 3. route: alias → pool, filtered by residency policy and capabilities (451 when nothing is allowed)
       const table = this.deps.routes();
-      const plan = table.plan(body['model'] as string, requestNeeds(op, body), ctx.principal, req.headers[DATA_CLASS_HEADER]);
+      const plan = table.plan(body['model'] as string, requestNeeds(op, body), ctx.principal, req.headers[DATA_CLASS_HEADER], Date.now(), ctx.pii?.raiseTo ?? undefined);
       ctx.plan = plan;
       // Only a configured alias is recorded: a client-chosen string never reaches records or the log.
       ctx.modelName = plan.primary.model.name;
@@ -136,6 +143,7 @@ export class Pipeline implements DataPlane {
         serialize: (b) => parsed.serialize(b),
         deadlineMs,
         table: () => this.deps.routes(),
+        ...(ctx.pii && ctx.pii.restore.size > 0 ? { restore: ctx.pii.restore } : {}),
         forwardedFor: (b) => forwardedHeaders(req, b),
       });
     } catch (err) {
@@ -191,7 +199,9 @@ export class Pipeline implements DataPlane {
       ctx.row = row;
       try {
         const residency = ctx.plan?.decisions ?? ctx.decisions;
-        return await this.deps.sink.commit(row, ctx.principal?.tenant ?? null, ctx.commitments ?? null, residency ? { residency, pii: [] } : undefined);
+        const pii = ctx.pii?.lines;
+        const policy = residency || pii ? { residency: residency ?? [], pii: pii ?? [] } : undefined;
+        return await this.deps.sink.commit(row, ctx.principal?.tenant ?? null, ctx.commitments ?? null, policy);
       } catch (err) {
         this.deps.logger.error({ err, req_id: ctx.id }, 'audit journal write failed; the answer is withheld');
         throw err instanceof AuditUnavailableError ? err : new AuditUnavailableError((err as Error)?.message ?? String(err), { cause: err });
@@ -289,6 +299,7 @@ export class Pipeline implements DataPlane {
         prompt_tokens: row.prompt_tokens ?? undefined,
         completion_tokens: row.completion_tokens ?? undefined,
         usage_source: row.usage_source,
+        ...(ctx.pii && ctx.pii.lines.length > 0 ? { pii: ctx.pii.lines } : {}),
       },
       'request',
     );

@@ -25,4 +25,4 @@ export {
   type ValidationResult,
 } from './validators/index.ts';
 export { DEFAULT_KEYWORDS, DEFAULT_NEGATIVE } from './context.ts';
-export { applyRedaction, RedactionVault, type RedactionAction, type RedactionResult, type RedactionSpan } from './redact.ts';
+export { applyRedaction, RedactionSession, RedactionVault, type RedactionAction, type RedactionResult, type RedactionSpan } from './redact.ts';

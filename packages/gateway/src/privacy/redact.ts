@@ -99,37 +99,57 @@ function maskValue(raw: string, keep = 4): string {
 }
 
 /**
+ * Placeholder numbering and the vault for one request: every text of the request (each message,
+ * each tool argument…) goes through the same session, so the same identifier gets the same
+ * placeholder everywhere in the request.
+ */
+export class RedactionSession {
+  readonly vault = new RedactionVault();
+  readonly #counters = new Map<PiiType, number>();
+  readonly #numbers = new Map<string, string>();
+
+  /** The placeholder for one identifier value (allocated on first sight). */
+  placeholder(type: PiiType, raw: string): string {
+    const key = valueKey(type, raw);
+    let placeholder = this.#numbers.get(key);
+    if (placeholder === undefined) {
+      const n = (this.#counters.get(type) ?? 0) + 1;
+      this.#counters.set(type, n);
+      placeholder = `[${type}_${n}]`;
+      this.#numbers.set(key, placeholder);
+      this.vault.set(placeholder, raw);
+    }
+    return placeholder;
+  }
+
+  /**
+   * Applies each span's action to `text`: `redact` and `tokenize` → the placeholder, `mask` → the
+   * value with all but its last 4 letters/digits replaced by `*`.
+   * @throws RangeError when spans overlap or fall outside the text
+   */
+  apply(text: string, spans: ReadonlyArray<RedactionSpan & { action: RedactionAction | 'tokenize' }>): string {
+    const sorted = [...spans].sort((a, b) => a.start - b.start);
+    const parts: string[] = [];
+    let pos = 0;
+    for (const s of sorted) {
+      if (s.start < pos || s.end > text.length || s.end <= s.start) throw new RangeError('redaction spans overlap or are out of range');
+      parts.push(text.slice(pos, s.start));
+      const raw = text.slice(s.start, s.end);
+      parts.push(s.action === 'mask' ? maskValue(raw) : this.placeholder(s.type, raw));
+      pos = s.end;
+    }
+    parts.push(text.slice(pos));
+    return parts.join('');
+  }
+}
+
+/**
  * Applies `action` to `spans` of `text` (spans as returned by `detect`: sorted or not, they must
  * not overlap). Returns the new text and, for `redact`, the placeholder vault.
  * @throws RangeError when spans overlap or fall outside the text.
  */
 export function applyRedaction(text: string, spans: readonly RedactionSpan[], action: RedactionAction): RedactionResult {
-  const sorted = [...spans].sort((a, b) => a.start - b.start);
-  const vault = new RedactionVault();
-  const counters = new Map<PiiType, number>();
-  const numbers = new Map<string, string>();
-  const parts: string[] = [];
-  let pos = 0;
-  for (const s of sorted) {
-    if (s.start < pos || s.end > text.length || s.end <= s.start) throw new RangeError('redaction spans overlap or are out of range');
-    parts.push(text.slice(pos, s.start));
-    const raw = text.slice(s.start, s.end);
-    if (action === 'mask') {
-      parts.push(maskValue(raw));
-    } else {
-      const key = valueKey(s.type, raw);
-      let placeholder = numbers.get(key);
-      if (placeholder === undefined) {
-        const n = (counters.get(s.type) ?? 0) + 1;
-        counters.set(s.type, n);
-        placeholder = `[${s.type}_${n}]`;
-        numbers.set(key, placeholder);
-        vault.set(placeholder, raw);
-      }
-      parts.push(placeholder);
-    }
-    pos = s.end;
-  }
-  parts.push(text.slice(pos));
-  return { text: parts.join(''), vault };
+  const session = new RedactionSession();
+  const out = session.apply(text, spans.map((s) => ({ ...s, action })));
+  return { text: out, vault: session.vault };
 }

@@ -203,17 +203,21 @@ export class RoutingTable {
    * Plans a request: resolves the alias (and its fallbacks), applies the residency policy and the
    * capabilities to every pool member once.
    * @param dataClassHeader the `x-sovra-data-class` request header, if sent
+   * @param minClass a classification name the request must be treated as at least (the privacy
+   *   guard's `allow_classification` when identifiers were let through); unknown = the highest
    * @throws GatewayError 404 `model_not_found`; 403 `model_not_allowed`; 400 `unsupported_operation`,
    *   `invalid_data_class`; 451 `residency_no_allowed_backend` when policy leaves no candidate at all
    *   (the plan's decisions are attached to the error as `decisions`)
    */
-  plan(name: string, needs: RequestNeeds, principal: Principal | undefined, dataClassHeader?: string | string[], now = Date.now()): RoutePlan {
+  plan(name: string, needs: RequestNeeds, principal: Principal | undefined, dataClassHeader?: string | string[], now = Date.now(), minClass?: string): RoutePlan {
     const primary = this.aliases.get(name);
     if (!primary) throw new GatewayError(404, 'invalid_request_error', 'model_not_found', `The model '${name}' does not exist or you do not have access to it.`, 'model');
     assertModelAllowed(principal, primary.model.name);
     const policy = this.policyFor(principal?.tenant ?? null, principal?.tenantAttributes);
-    const dataClass = requestClass(this.ladder, policy, dataClassHeader);
-    const plan = new RoutePlan(this, primary, dataClass, { needs, principal, dataClassHeader });
+    let dataClass = requestClass(this.ladder, policy, dataClassHeader);
+    // The privacy guard let identifiers through (`allow`): at least its classification.
+    if (minClass !== undefined) dataClass = Math.max(dataClass, this.ladder.rank(minClass) >= 0 ? this.ladder.rank(minClass) : this.ladder.highest);
+    const plan = new RoutePlan(this, primary, dataClass, { needs, principal, dataClassHeader, minClass });
     plan.note(`class=${this.ladder.name(dataClass)}`);
     let capable = 0;
     let residencyExcluded = 0;
@@ -281,7 +285,7 @@ export class RoutingTable {
 export function replan(table: RoutingTable, old: RoutePlan): RoutePlan {
   let next: RoutePlan;
   try {
-    next = table.plan(old.primary.model.name, old.args.needs, old.args.principal, old.args.dataClassHeader);
+    next = table.plan(old.primary.model.name, old.args.needs, old.args.principal, old.args.dataClassHeader, Date.now(), old.args.minClass);
   } catch (e) {
     const d = (e as RoutingError).decisions;
     if (d) (e as RoutingError).decisions = [...old.decisions, `reload: generation ${table.generation}`, ...d];
@@ -322,7 +326,7 @@ export class RoutePlan {
     /** Rank of the request's classification. */
     readonly dataClass: number,
     /** What the plan was made from (for {@link replan}). */
-    readonly args: { needs: RequestNeeds; principal: Principal | undefined; dataClassHeader: string | string[] | undefined },
+    readonly args: { needs: RequestNeeds; principal: Principal | undefined; dataClassHeader: string | string[] | undefined; minClass: string | undefined },
   ) {}
 
   /**

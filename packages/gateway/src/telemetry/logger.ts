@@ -1,9 +1,12 @@
 /**
  * Structured JSON logging (pino). Every line carries the request id (`req_id`) where there is one.
  * Secrets are never logged: request headers are not logged at all, and the `redact` list below
- * censors credential-bearing paths should one ever be passed in by mistake.
+ * censors credential-bearing paths should one ever be passed in by mistake. Personal identifiers
+ * are never logged either: every field, message and error passes the privacy scrubber
+ * (src/privacy/scrub.ts) unless `scrub: false`.
  */
-import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
+import { pino, stdSerializers, type DestinationStream, type Logger, type LevelWithSilent, type LoggerOptions } from 'pino';
+import { scrubDeep, scrubText } from '../privacy/scrub.ts';
 
 export type { Logger };
 
@@ -24,13 +27,28 @@ export const REDACT_PATHS = [
  * Create the process logger.
  * @param level pino level name; "silent" disables output
  * @param destination optional stream (tests capture logs through it); default stdout
+ * @param options.scrub pass every line through the identifier scrubber (default true; config `privacy.scrub_logs`)
  */
-export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream): Logger {
-  const opts = {
+export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream, options: { scrub?: boolean } = {}): Logger {
+  const scrub = options.scrub !== false;
+  const opts: LoggerOptions = {
     level,
     base: { service: 'sovra' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
+    ...(scrub
+      ? {
+          // The privacy choke point (src/privacy/scrub.ts): identifiers in any field or message → [TYPE].
+          formatters: { log: (obj: Record<string, unknown>) => scrubDeep(obj) as Record<string, unknown> },
+          serializers: { err: (e: unknown) => scrubDeep(stdSerializers.err(e as Error)) },
+          hooks: {
+            logMethod(this: Logger, args: unknown[], method: (...a: unknown[]) => void) {
+              for (let i = 0; i < args.length; i++) if (typeof args[i] === 'string') args[i] = scrubText(args[i] as string);
+              method.apply(this, args);
+            },
+          },
+        }
+      : {}),
   };
   return destination ? pino(opts, destination as unknown as DestinationStream) : pino(opts);
 }
