@@ -15,7 +15,8 @@
  * (by budget id) and gives back those already taken when a later one does not fit.
  *
  * - SQLite: the native better-sqlite3 handle with cached prepared statements, all budgets of a
- *   request in one `BEGIN IMMEDIATE` transaction (synchronous; the rollback gives back what was taken).
+ *   request in one savepoint (the rollback gives back what was taken); the operations of one
+ *   event-loop turn share one `BEGIN IMMEDIATE` transaction (group commit, see `#flush`).
  * - PostgreSQL: autocommitted statements through Kysely/pg; compensating updates give back what
  *   was taken.
  */
@@ -99,22 +100,76 @@ class SqliteLedger implements Ledger {
     for (let waited = 0; this.#native.inTransaction && waited < 5000; waited += 1) await sleep(1);
   }
 
+  /**
+   * Group commit of ledger operations: every reserve / settle asked for during one turn of the
+   * event loop runs in ONE `BEGIN IMMEDIATE` transaction, each operation in its own savepoint
+   * (better-sqlite3 nests transaction functions as savepoints), in arrival order. Semantics are
+   * those of one transaction per operation — a reservation that does not fit rolls back only its
+   * own savepoint — but the write lock is taken once per batch instead of once per request, so the
+   * event loop waits far less often for the store worker's commits.
+   */
+  #queue: Array<{ kind: 'reserve' | 'settle'; holds: readonly (HoldRequest | HoldSettle)[]; resolve: (n: number) => void; reject: (e: unknown) => void }> = [];
+  #scheduled = false;
+
+  #enqueue(kind: 'reserve' | 'settle', holds: readonly (HoldRequest | HoldSettle)[]): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.#queue.push({ kind, holds, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => void this.#flush());
+      }
+    });
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#native.inTransaction) await this.#outsideTransactions();
+    const ops = this.#queue;
+    this.#queue = [];
+    this.#scheduled = false;
+    const results: Array<{ ok: true; n: number } | { ok: false; err: unknown }> = [];
+    try {
+      this.#batchTx.immediate(ops, results);
+    } catch (err) {
+      // The batch itself failed (e.g. SQLITE_BUSY past the timeout): every operation fails.
+      for (const op of ops) op.reject(err);
+      return;
+    }
+    ops.forEach((op, i) => {
+      const r = results[i]!;
+      if (r.ok) op.resolve(r.n);
+      else op.reject(r.err);
+    });
+  }
+
+  #batch: ReturnType<SqliteLedger['makeBatch']> | undefined;
+  get #batchTx(): ReturnType<SqliteLedger['makeBatch']> {
+    return (this.#batch ??= this.makeBatch());
+  }
+
+  /** @internal the batch transaction function (built on first use, after the constructor). */
+  makeBatch() {
+    return this.#native.transaction((ops: ReadonlyArray<{ kind: 'reserve' | 'settle'; holds: readonly (HoldRequest | HoldSettle)[] }>, out: Array<{ ok: true; n: number } | { ok: false; err: unknown }>) => {
+      for (const op of ops) {
+        try {
+          if (op.kind === 'reserve') this.#reserveTx(op.holds as readonly HoldRequest[]);
+          else this.#settleTx(op.holds as readonly HoldSettle[]);
+          out.push({ ok: true, n: -1 });
+        } catch (err) {
+          if (err instanceof Misfit) out.push({ ok: true, n: err.index });
+          else out.push({ ok: false, err });
+        }
+      }
+    });
+  }
+
   async reserve(holds: readonly HoldRequest[]): Promise<number> {
     if (holds.length === 0) return -1;
-    if (this.#native.inTransaction) await this.#outsideTransactions();
-    try {
-      this.#reserveTx.immediate(holds);
-      return -1;
-    } catch (err) {
-      if (err instanceof Misfit) return err.index;
-      throw err;
-    }
+    return this.#enqueue('reserve', holds);
   }
 
   async settle(holds: readonly HoldSettle[]): Promise<void> {
     if (holds.length === 0) return;
-    if (this.#native.inTransaction) await this.#outsideTransactions();
-    this.#settleTx.immediate(holds);
+    await this.#enqueue('settle', holds);
   }
 }
 
