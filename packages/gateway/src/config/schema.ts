@@ -529,7 +529,7 @@ export function semanticCheck(c: Config): Array<{ path: Array<string | number>; 
   };
   policy(c.residency.default, ['residency', 'default']);
   for (const [name, p] of Object.entries(c.residency.tenants)) policy(p, ['residency', 'tenants', name]);
-  const types = new Set<string>(PII_TYPE_NAMES);
+  const types = new Set<string>([...PII_TYPE_NAMES, 'NATIONAL_ID']);
   const privacy = (p: PrivacyPolicyConfig, path: Array<string | number>) => {
     known(p.allow_classification, [...path, 'allow_classification']);
     for (const t of Object.keys(p.types ?? {}))

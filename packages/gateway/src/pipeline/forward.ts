@@ -208,10 +208,9 @@ async function relayJson(ctx: RequestContext, r: Extract<ProviderResult, { kind:
   } catch {
     /* non-JSON body: relayed as is */
   }
-  if (opts.restore && parsed && r.status >= 200 && r.status < 300) {
-    restoreAnswer(parsed, opts.restore);
+  // Tokenized identifiers back into the answer (re-serialised only when something was restored).
+  if (opts.restore && parsed && r.status >= 200 && r.status < 300 && restoreAnswer(parsed, opts.restore))
     r = { ...r, body: Buffer.from(JSON.stringify(parsed), 'utf8') };
-  }
   if (r.status >= 200 && r.status < 300) {
     const u = parsed ? readUsage(parsed) : null;
     if (u) {
@@ -340,7 +339,14 @@ async function relayStream(ctx: RequestContext, r: Extract<ProviderResult, { kin
             const out = inspectEvent(ctx, { type: 'event', event: undefined, id: undefined, data: JSON.stringify(tail) }, isChatLike);
             if (out !== null) await write(out);
           }
-        } else item = restoreEvent(item, restorer);
+        } else {
+          item = restoreEvent(item, restorer);
+          for (const extra of restorer.takeBefore()) {
+            const ev = { type: 'event' as const, event: typeof extra['type'] === 'string' ? (extra['type'] as string) : undefined, id: undefined, data: JSON.stringify(extra) };
+            const out = inspectEvent(ctx, ev, isChatLike);
+            if (out !== null) await write(out);
+          }
+        }
       }
       if (item.type === 'event') events++;
       if (item.type === 'comment') {

@@ -4,12 +4,17 @@
  *
  * Which text is scanned, per operation (never structure: `response_format`, tool definitions,
  * `tool_choice`, `metadata`, JSON-schema keys, model names and the like are left alone):
- * - chat completions: every message's `content` (a string, or the `text` of `text` parts),
- *   assistant `tool_calls[].function.arguments`, `role: tool` results;
+ * - chat completions: every message's `content` (a string, or the text of `text` / `refusal` parts,
+ *   file names of `file` parts), `refusal`, `name`, assistant `tool_calls[].function.arguments` and
+ *   legacy `function_call.arguments`, `role: tool` results, `prediction.content`;
  * - completions: `prompt` (a string or an array of strings) and `suffix`;
  * - embeddings: `input` (a string or an array of strings; token arrays are numbers, not text);
  * - responses: `instructions`, `input` (a string, or items' `content` strings and `input_text` /
- *   `output_text` parts, `function_call.arguments`, `function_call_output.output`).
+ *   `output_text` / `refusal` parts, input file names, `function_call.arguments`,
+ *   `function_call_output.output` (string or parts), custom tool calls and outputs, reasoning
+ *   summaries), `prompt.variables`.
+ *
+ * JSON `\uXXXX` escapes in any scanned text are read as the characters they encode.
  *
  * Actions per identifier type: `block` (the request is refused: 400 `pii_detected` naming the types,
  * never the values), `redact` (typed placeholder), `mask` (last 4 kept), `tokenize` (placeholder,
@@ -55,6 +60,58 @@ export function piiAuditLines(counts: ReadonlyMap<string, number>): string[] {
 }
 
 type Visit = (s: string) => string;
+
+/** Actions from the most to the least protective: what a tie between types resolves to. */
+const STRICTNESS: readonly PiiAction[] = ['block', 'redact', 'tokenize', 'mask', 'allow'];
+
+/**
+ * The action for one finding: its type's; for a `NATIONAL_ID` tie (a number valid as several
+ * types) the most protective action among the tied types (and `NATIONAL_ID`'s own).
+ */
+function actionFor(s: PiiSpan, policy: ResolvedPrivacyPolicy): PiiAction {
+  const own = policy.actions.get(s.type) ?? 'redact';
+  const tied = (s as PiiSpan & { candidates?: readonly PiiType[] }).candidates;
+  if (s.type !== 'NATIONAL_ID' || !tied) return own;
+  let best = STRICTNESS.indexOf(own);
+  for (const t of tied) {
+    const a = policy.actions.get(t);
+    if (a !== undefined) best = Math.min(best, STRICTNESS.indexOf(a));
+  }
+  return STRICTNESS[best]!;
+}
+
+/**
+ * Decodes JSON `\uXXXX` escapes (only those; other escapes stay as written).
+ * @returns the decoded text, and for each decoded index the original start (`starts`) and end
+ *   (`ends`, exclusive) of the source it came from
+ */
+export function decodeUnicodeEscapes(text: string): { text: string; starts: number[]; ends: number[] } {
+  let out = '';
+  const starts: number[] = [];
+  const ends: number[] = [];
+  for (let i = 0; i < text.length; ) {
+    if (text.charCodeAt(i) === 92 /* \ */ && text.charCodeAt(i + 1) === 92) {
+      // An escaped backslash: `\\u0035` is the text "\u0035", not a digit.
+      out += '\\\\';
+      starts.push(i, i + 1);
+      ends.push(i + 1, i + 2);
+      i += 2;
+      continue;
+    }
+    if (text.charCodeAt(i) === 92 && text.charCodeAt(i + 1) === 117 /* u */ && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) {
+      out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));
+      starts.push(i);
+      ends.push(i + 6);
+      i += 6;
+      continue;
+    }
+    out += text[i];
+    starts.push(i);
+    ends.push(i + 1);
+    i++;
+  }
+  return { text: out, starts, ends };
+}
 
 /** See module doc. */
 export class PrivacyGuard {
@@ -115,12 +172,16 @@ export class PrivacyGuard {
     const visit: Visit = (text) => {
       budget -= text.length;
       if (budget < 0) throw new PiiInputTooLargeError(this.config.max_chars - budget, this.config.max_chars);
-      let spans: PiiSpan[];
-      spans = this.detector.detect(text, { types: policy.types, strict: policy.strict, deadline, now: date });
+      // JSON `\uXXXX` escapes (tool arguments, tool results pasted as JSON) are read as the
+      // characters they stand for: a model, or an adapter that parses the JSON, would.
+      const esc = text.indexOf('\\u') >= 0 ? decodeUnicodeEscapes(text) : null;
+      const scanned = esc ? esc.text : text;
+      let spans: PiiSpan[] = this.detector.detect(scanned, { types: policy.types, strict: policy.strict, deadline, now: date });
       if (spans.length === 0) return text;
-      const edits: Array<PiiSpan & { action: 'redact' | 'mask' | 'tokenize' }> = [];
+      if (esc) spans = spans.map((sp) => ({ ...sp, start: esc.starts[sp.start]!, end: esc.ends[sp.end - 1]!, value: scanned.slice(sp.start, sp.end) }));
+      const edits: Array<PiiSpan & { action: 'redact' | 'mask' | 'tokenize'; value?: string }> = [];
       for (const s of spans) {
-        const action = policy.actions.get(s.type) ?? 'redact';
+        const action = actionFor(s, policy);
         const k = `${s.type} ${action}`;
         counts.set(k, (counts.get(k) ?? 0) + 1);
         if (action === 'block') blocked.add(s.type);
@@ -129,7 +190,12 @@ export class PrivacyGuard {
       }
       if (edits.length === 0) return text;
       const out = session.apply(text, edits);
-      for (const e of edits) if (e.action === 'tokenize') restore.set(session.placeholder(e.type, text.slice(e.start, e.end)), text.slice(e.start, e.end));
+      for (const e of edits) {
+        if (e.action !== 'tokenize') continue;
+        const value = e.value ?? text.slice(e.start, e.end);
+        const ph = session.placeholder(e.type, value);
+        if (!restore.has(ph)) restore.set(ph, value); // the caller's first spelling
+      }
       return out;
     };
     let out: Record<string, unknown>;
@@ -180,39 +246,82 @@ function mapArray(v: unknown, f: (x: unknown) => unknown): unknown {
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-/** Text parts (`text`, `input_text`, `output_text`) of a content array, or a content string. */
+/**
+ * Text of a content string or array: `text` / `input_text` / `output_text` / `summary_text` parts'
+ * `text`, `refusal` parts' `refusal`, `file` / `input_file` parts' file names.
+ */
 function content(v: unknown, visit: Visit): unknown {
   if (typeof v === 'string') return visit(v);
   return mapArray(v, (p) => {
     if (!isObj(p)) return p;
     const t = p['type'];
-    if (t === 'text' || t === 'input_text' || t === 'output_text') return field(p, 'text', (x) => str(x, visit));
+    if (t === 'text' || t === 'input_text' || t === 'output_text' || t === 'summary_text') return field(p, 'text', (x) => str(x, visit));
+    if (t === 'refusal') return field(p, 'refusal', (x) => str(x, visit));
+    if (t === 'input_file') return field(p, 'filename', (x) => str(x, visit));
+    if (t === 'file') return field(p, 'file', (f) => (isObj(f) ? field(f, 'filename', (x) => str(x, visit)) : f));
     return p;
   });
 }
 
+const fnArguments = (fn: unknown, visit: Visit) => (isObj(fn) ? field(fn, 'arguments', (a) => str(a, visit)) : fn);
+
 function chatMessage(m: unknown, visit: Visit): unknown {
   if (!isObj(m)) return m;
   let out = field(m, 'content', (c) => content(c, visit));
-  out = field(out, 'tool_calls', (tc) =>
-    mapArray(tc, (call) => (isObj(call) ? field(call, 'function', (fn) => (isObj(fn) ? field(fn, 'arguments', (a) => str(a, visit)) : fn)) : call)),
-  );
+  out = field(out, 'refusal', (r) => str(r, visit));
+  out = field(out, 'name', (n) => str(n, visit));
+  out = field(out, 'function_call', (fn) => fnArguments(fn, visit)); // legacy functions API
+  out = field(out, 'tool_calls', (tc) => mapArray(tc, (call) => (isObj(call) ? field(call, 'function', (fn) => fnArguments(fn, visit)) : call)));
   return out;
 }
 
 function responsesItem(it: unknown, visit: Visit): unknown {
   if (!isObj(it)) return it;
   let out = field(it, 'content', (c) => content(c, visit));
-  if (it['type'] === 'function_call') out = field(out, 'arguments', (a) => str(a, visit));
-  if (it['type'] === 'function_call_output') out = field(out, 'output', (o) => str(o, visit));
+  switch (it['type']) {
+    case 'function_call':
+      out = field(out, 'arguments', (a) => str(a, visit));
+      break;
+    case 'function_call_output':
+    case 'custom_tool_call_output':
+      out = field(out, 'output', (o) => content(o, visit));
+      break;
+    case 'custom_tool_call':
+      out = field(out, 'input', (i) => str(i, visit));
+      break;
+    case 'reasoning':
+      out = field(out, 'summary', (sm) => content(sm, visit));
+      break;
+  }
   return out;
+}
+
+/** Responses `prompt.variables`: strings, or input_text parts, substituted into a stored prompt. */
+function promptVariables(p: unknown, visit: Visit): unknown {
+  if (!isObj(p)) return p;
+  return field(p, 'variables', (vars) => {
+    if (!isObj(vars)) return vars;
+    let out = vars;
+    for (const k of Object.keys(vars))
+      out = field(out, k, (v) => {
+        if (typeof v === 'string') return visit(v);
+        if (!isObj(v)) return v;
+        const arr = content([v], visit) as unknown[];
+        return arr[0];
+      });
+    return out;
+  });
 }
 
 /** Applies `visit` to every scanned text field of `body` (see module doc); copy-on-write. */
 export function rewrite(op: Operation, body: Record<string, unknown>, visit: Visit): Record<string, unknown> {
   switch (op) {
     case 'chat.completions':
-      return field(body, 'messages', (ms) => mapArray(ms, (m) => chatMessage(m, visit)));
+      return field(
+        field(body, 'messages', (ms) => mapArray(ms, (m) => chatMessage(m, visit))),
+        'prediction', // Predicted Outputs: text the model reads
+        (pr) => (isObj(pr) ? field(pr, 'content', (c) => content(c, visit)) : pr),
+      );
     case 'completions':
       return field(
         field(body, 'prompt', (p) => (typeof p === 'string' ? visit(p) : mapArray(p, (x) => str(x, visit)))),
@@ -223,9 +332,13 @@ export function rewrite(op: Operation, body: Record<string, unknown>, visit: Vis
       return field(body, 'input', (p) => (typeof p === 'string' ? visit(p) : mapArray(p, (x) => str(x, visit))));
     case 'responses':
       return field(
-        field(body, 'instructions', (s) => str(s, visit)),
-        'input',
-        (p) => (typeof p === 'string' ? visit(p) : mapArray(p, (x) => responsesItem(x, visit))),
+        field(
+          field(body, 'instructions', (s) => str(s, visit)),
+          'input',
+          (p) => (typeof p === 'string' ? visit(p) : mapArray(p, (x) => responsesItem(x, visit))),
+        ),
+        'prompt',
+        (p) => promptVariables(p, visit),
       );
   }
 }

@@ -127,14 +127,15 @@ export class RedactionSession {
    * value with all but its last 4 letters/digits replaced by `*`.
    * @throws RangeError when spans overlap or fall outside the text
    */
-  apply(text: string, spans: ReadonlyArray<RedactionSpan & { action: RedactionAction | 'tokenize' }>): string {
+  apply(text: string, spans: ReadonlyArray<RedactionSpan & { action: RedactionAction | 'tokenize'; value?: string }>): string {
     const sorted = [...spans].sort((a, b) => a.start - b.start);
     const parts: string[] = [];
     let pos = 0;
     for (const s of sorted) {
       if (s.start < pos || s.end > text.length || s.end <= s.start) throw new RangeError('redaction spans overlap or are out of range');
       parts.push(text.slice(pos, s.start));
-      const raw = text.slice(s.start, s.end);
+      // `value`: the identifier as read when the text holds it encoded (e.g. JSON \u escapes).
+      const raw = s.value ?? text.slice(s.start, s.end);
       parts.push(s.action === 'mask' ? maskValue(raw) : this.placeholder(s.type, raw));
       pos = s.end;
     }

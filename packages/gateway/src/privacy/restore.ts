@@ -58,44 +58,56 @@ export class StreamFieldRestorer {
   }
 }
 
+const NONE: Array<Record<string, unknown>> = [];
+
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /**
- * Restores placeholders in a complete (non-streamed) JSON answer.
- * @returns the new body, or the same object when nothing changed
+ * Restores placeholders in a complete (non-streamed) JSON answer, in place: chat choices'
+ * `message.content` / `tool_calls[].function.arguments`, completions' `text`, Responses `output`
+ * items (text parts, `arguments`).
+ * @returns true when something was restored
  */
-export function restoreAnswer(body: Record<string, unknown>, map: ReadonlyMap<string, string>): Record<string, unknown> {
+export function restoreAnswer(body: Record<string, unknown>, map: ReadonlyMap<string, string>): boolean {
+  let changed = false;
+  const put = (o: Record<string, unknown>, k: string) => {
+    const v = o[k];
+    if (typeof v !== 'string') return;
+    const n = restoreText(v, map);
+    if (n !== v) ((o[k] = n), (changed = true));
+  };
   const choices = body['choices'];
   if (Array.isArray(choices)) {
     for (const c of choices) {
       if (!isObj(c)) continue;
-      if (typeof c['text'] === 'string') c['text'] = restoreText(c['text'], map);
+      put(c, 'text');
       const msg = c['message'];
       if (isObj(msg)) {
-        if (typeof msg['content'] === 'string') msg['content'] = restoreText(msg['content'], map);
-        restoreToolCalls(msg['tool_calls'], map);
+        put(msg, 'content');
+        const calls = msg['tool_calls'];
+        if (Array.isArray(calls)) for (const t of calls) if (isObj(t) && isObj(t['function'])) put(t['function'] as Record<string, unknown>, 'arguments');
       }
     }
   }
-  // Responses API: output[].content[].text, output[].arguments
   const output = body['output'];
-  if (Array.isArray(output)) {
-    for (const item of output) {
-      if (!isObj(item)) continue;
-      if (typeof item['arguments'] === 'string') item['arguments'] = restoreText(item['arguments'], map);
-      const parts = item['content'];
-      if (Array.isArray(parts)) for (const p of parts) if (isObj(p) && typeof p['text'] === 'string') p['text'] = restoreText(p['text'], map);
-    }
-  }
-  return body;
+  if (Array.isArray(output)) for (const item of output) if (isObj(item) && restoreItem(item, map)) changed = true;
+  return changed;
 }
 
-function restoreToolCalls(calls: unknown, map: ReadonlyMap<string, string>): void {
-  if (!Array.isArray(calls)) return;
-  for (const t of calls) {
-    const fn = isObj(t) ? t['function'] : undefined;
-    if (isObj(fn) && typeof fn['arguments'] === 'string') fn['arguments'] = restoreText(fn['arguments'], map);
-  }
+/** A Responses output item (message text parts, function call arguments), in place. */
+function restoreItem(item: Record<string, unknown>, map: ReadonlyMap<string, string>): boolean {
+  let changed = false;
+  const put = (o: Record<string, unknown>, k: string) => {
+    const v = o[k];
+    if (typeof v !== 'string') return;
+    const n = restoreText(v, map);
+    if (n !== v) ((o[k] = n), (changed = true));
+  };
+  put(item, 'arguments');
+  put(item, 'text');
+  const parts = item['content'];
+  if (Array.isArray(parts)) for (const p of parts) if (isObj(p)) put(p, 'text');
+  return changed;
 }
 
 /**
@@ -107,6 +119,7 @@ export class StreamRestorer {
   private readonly fields = new Map<string, StreamFieldRestorer>();
   /** The last chat/completions chunk seen (to build a flush chunk at the end). */
   private last: Record<string, unknown> | null = null;
+  private before: Array<Record<string, unknown>> = [];
 
   constructor(private readonly map: ReadonlyMap<string, string>) {}
 
@@ -135,7 +148,9 @@ export class StreamRestorer {
           const out = f.push(typeof c['text'] === 'string' ? c['text'] : '') + (finished ? f.flush() : '');
           if (out !== c['text']) ((c['text'] = out), (changed = true));
         }
-        const d = c['delta'];
+        let d = c['delta'];
+        if (finished && !isObj(d) && [...this.fields.keys()].some((k) => (k === `c${i}` || k.startsWith(`a${i}.`)) && this.fields.get(k)!.holding))
+          d = c['delta'] = {}; // held text must leave with (not after) the finish chunk
         if (isObj(d)) {
           if (typeof d['content'] === 'string' || (finished && this.fields.get(`c${i}`)?.holding)) {
             const f = this.field(`c${i}`);
@@ -165,24 +180,48 @@ export class StreamRestorer {
       }
       return changed;
     }
-    // Responses API deltas
+    // Responses API events
     const type = obj['type'];
+    const key = `r${String(obj['output_index'] ?? 0)}.${String(obj['content_index'] ?? 0)}`;
     if ((type === 'response.output_text.delta' || type === 'response.function_call_arguments.delta') && typeof obj['delta'] === 'string') {
-      const k = `r${String(obj['output_index'] ?? 0)}.${String(obj['content_index'] ?? 0)}`;
-      const out = this.field(k).push(obj['delta']);
+      const out = this.field(key).push(obj['delta']);
       if (out !== obj['delta']) ((obj['delta'] = out), (changed = true));
+      return changed;
     }
-    if ((type === 'response.output_text.done' || type === 'response.function_call_arguments.done') && typeof (obj['text'] ?? obj['arguments']) === 'string') {
-      const k = `r${String(obj['output_index'] ?? 0)}.${String(obj['content_index'] ?? 0)}`;
-      const f = this.fields.get(k);
-      // The `.done` event repeats the whole text; the held fragment is lost unless sent now as a delta,
-      // so restore the full text here and drop the fragment (the final text is authoritative).
-      if (f) f.flush();
-      const key = typeof obj['text'] === 'string' ? 'text' : 'arguments';
-      const out = restoreText(obj[key] as string, this.map);
-      if (out !== obj[key]) ((obj[key] = out), (changed = true));
+    if (type === 'response.output_text.done' || type === 'response.function_call_arguments.done') {
+      // Release a held tail as one more delta, sent just before this event, so that the deltas
+      // add up to the restored text; then restore the full text this event repeats.
+      const f = this.fields.get(key);
+      if (f?.holding) {
+        const tail = f.flush();
+        this.before.push({
+          type: type === 'response.output_text.done' ? 'response.output_text.delta' : 'response.function_call_arguments.delta',
+          ...(obj['item_id'] !== undefined ? { item_id: obj['item_id'] } : {}),
+          output_index: obj['output_index'] ?? 0,
+          ...(obj['content_index'] !== undefined ? { content_index: obj['content_index'] } : {}),
+          delta: tail,
+        });
+      }
+      for (const k of ['text', 'arguments'])
+        if (typeof obj[k] === 'string') {
+          const out = restoreText(obj[k] as string, this.map);
+          if (out !== obj[k]) ((obj[k] = out), (changed = true));
+        }
+      return changed;
     }
+    if (type === 'response.content_part.done' && isObj(obj['part'])) return restoreItem(obj['part'] as Record<string, unknown>, this.map);
+    if (type === 'response.output_item.done' && isObj(obj['item'])) return restoreItem(obj['item'] as Record<string, unknown>, this.map);
+    if ((type === 'response.completed' || type === 'response.incomplete') && isObj(obj['response']))
+      return restoreAnswer(obj['response'] as Record<string, unknown>, this.map);
     return changed;
+  }
+
+  /** Events to send before the one just passed to {@link chunk} (each time: taken once). */
+  takeBefore(): Array<Record<string, unknown>> {
+    if (this.before.length === 0) return NONE;
+    const out = this.before;
+    this.before = [];
+    return out;
   }
 
   /**

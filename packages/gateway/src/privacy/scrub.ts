@@ -15,8 +15,8 @@ const detector = () => (shared ??= new Detector({ maxChars: 1_000_000 }));
 /** Most time one log string may take to scan, ms. */
 const BUDGET_MS = 50;
 
-/** A quick pre-check: every identifier type has a digit run or an `@` (email) or is an IBAN/PAN/KRA form with digits. */
-const MAYBE = /[0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u09e6-\u09ef\u0e50-\u0e59\uff10-\uff19@]/;
+/** A quick pre-check: every identifier type has a digit (of any script) or an `@` (e-mail). */
+const MAYBE = /[\p{Nd}@\uff20\ufe6b]/u;
 
 /**
  * Replaces every identifier found in `s` with `[TYPE]`.
@@ -40,12 +40,16 @@ export function scrubText(s: string): string {
 }
 
 /**
- * Scrubs every string inside a log object (own enumerable properties, arrays, nested objects and
- * Error messages and stacks), depth-limited. Returns a new object only where something changed.
+ * Scrubs every string inside a log object (own enumerable properties and their keys, arrays, nested
+ * objects, Error messages and stacks). Deeper than 8 levels a value is replaced by a note, binary
+ * data by its size: what cannot be scanned is not written. Returns a new object only where
+ * something changed.
  */
 export function scrubDeep(v: unknown, depth = 0): unknown {
   if (typeof v === 'string') return scrubText(v);
-  if (v === null || typeof v !== 'object' || depth > 8) return v;
+  if (v === null || typeof v !== 'object') return v;
+  if (depth > 8) return '[nested too deep to scan]';
+  if (ArrayBuffer.isView(v)) return `[${v.byteLength} bytes]`;
   if (Array.isArray(v)) {
     let out: unknown[] | null = null;
     for (let i = 0; i < v.length; i++) {
@@ -54,13 +58,23 @@ export function scrubDeep(v: unknown, depth = 0): unknown {
     }
     return out ?? v;
   }
-  if (Buffer.isBuffer(v)) return v;
   const src = v as Record<string, unknown>;
   let out: Record<string, unknown> | null = null;
   const keys = v instanceof Error ? ['message', 'stack', ...Object.keys(v)] : Object.keys(src);
   for (const k of keys) {
     const cur = src[k];
     const n = scrubDeep(cur, depth + 1);
+    const sk = scrubText(k);
+    if (sk !== k) {
+      // An identifier used as a key: the key is replaced too.
+      if (!out) {
+        out = v instanceof Error ? { type: v.name, message: v.message, stack: v.stack } : {};
+        for (const kk of Object.keys(src)) out[kk] = src[kk];
+      }
+      delete out[k];
+      out[sk] = n;
+      continue;
+    }
     if (n !== cur) {
       if (!out) {
         out = v instanceof Error ? { type: v.name, message: v.message, stack: v.stack } : {};

@@ -39,16 +39,33 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: Node
     ...(scrub
       ? {
           // The privacy choke point (src/privacy/scrub.ts): identifiers in any field or message → [TYPE].
-          formatters: { log: (obj: Record<string, unknown>) => scrubDeep(obj) as Record<string, unknown> },
+          formatters: {
+            log: (obj: Record<string, unknown>) => scrubDeep(obj) as Record<string, unknown>,
+            bindings: (b: Record<string, unknown>) => scrubDeep(b) as Record<string, unknown>,
+          },
           serializers: { err: (e: unknown) => scrubDeep(stdSerializers.err(e as Error)) },
           hooks: {
             logMethod(this: Logger, args: unknown[], method: (...a: unknown[]) => void) {
               for (let i = 0; i < args.length; i++) if (typeof args[i] === 'string') args[i] = scrubText(args[i] as string);
+              // No message given: pino would copy the error's message into `msg` unscrubbed.
+              if (args.length === 1 && args[0] !== null && typeof args[0] === 'object') {
+                const o = args[0] as { message?: unknown; err?: { message?: unknown } };
+                const m = o instanceof Error ? o.message : o.err instanceof Error ? o.err.message : undefined;
+                if (typeof m === 'string') args.push(scrubText(m));
+              }
               method.apply(this, args);
             },
           },
         }
       : {}),
   };
-  return destination ? pino(opts, destination as unknown as DestinationStream) : pino(opts);
+  const logger = destination ? pino(opts, destination as unknown as DestinationStream) : pino(opts);
+  if (scrub) {
+    // Child bindings are serialised once, at creation: scrub them there (children inherit this).
+    const orig = logger.child as unknown as (this: Logger, b: Record<string, unknown>, o?: object) => Logger;
+    (logger as { child: unknown }).child = function (this: Logger, bindings: Record<string, unknown>, o?: object) {
+      return orig.call(this, scrubDeep(bindings) as Record<string, unknown>, o);
+    };
+  }
+  return logger;
 }
