@@ -579,3 +579,248 @@ describe('privacy: redaction', () => {
     assert.throws(() => applyRedaction('abc', [{ type: 'EMAIL', start: 1, end: 9 }], 'mask'), RangeError);
   });
 });
+
+describe('privacy: adversarial review regressions (detector level)', () => {
+  /** Writes the ASCII digits of `s` in the script whose zero is `zero`. */
+  const inScript = (s: string, zero: number): string => s.replace(/\d/g, (d) => String.fromCodePoint(zero + Number(d)));
+  const joinWith = (s: string, c: string): string => [...s].join(c);
+  /** [type, original text of the span] of every span found in `text`. */
+  const found = (text: string, opts: Parameters<typeof detect>[1] = {}): Array<[string, string]> =>
+    detect(text, { now: NOW, ...opts }).map((s) => [s.type, text.slice(s.start, s.end)]);
+  /** Median wall time of `f` over 5 runs (after one warm-up), floored at 0.5 ms so tiny times do not dominate a ratio. */
+  const time = (f: () => unknown): number => {
+    f();
+    const ts: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      f();
+      ts.push(performance.now() - t0);
+    }
+    ts.sort((a, b) => a - b);
+    return Math.max(0.5, ts[2]!);
+  };
+  /**
+   * Asserts that `work(n)` grows linearly: 10× the input may cost at most 40× the time (a
+   * quadratic stage costs 100×). No absolute time is asserted.
+   */
+  const assertLinear = (label: string, work: (n: number) => () => unknown, n: number): void => {
+    const small = time(work(n));
+    const large = time(work(10 * n));
+    assert.ok(large / small < 40, `${label}: ${n} → ${small.toFixed(2)} ms, ${10 * n} → ${large.toFixed(2)} ms (×${(large / small).toFixed(1)})`);
+  };
+
+  it('C1: a tie relabelled NATIONAL_ID carries the tied types in `candidates`; other spans carry none', () => {
+    const za = detect('ID 5809211805089', { now: NOW });
+    assert.deepEqual(za.map((s) => [s.type, s.candidates]), [['NATIONAL_ID', ['ZA_ID', 'PAYMENT_CARD']]]);
+    const tc = detect('Customer record 60048620882 updated.', { now: NOW });
+    assert.deepEqual(tc.map((s) => [s.type, s.start, s.end, s.candidates]), [['NATIONAL_ID', 16, 27, ['TR_TCKN', 'BR_CPF']]]);
+    const d = new Detector({ extraKeywords: { NG_NIN: ['kyc number'], NG_BVN: ['kyc number'] } });
+    assert.deepEqual(d.detect('KYC number 22161348635', { now: NOW })[0]!.candidates, ['NG_NIN', 'NG_BVN']);
+    // Context resolves the tie: a plain type, no candidates.
+    for (const s of detect('CPF: 60048620882, NRIC S8585833E, card 4310 0455 4388 7329', { now: NOW })) {
+      assert.notEqual(s.type, 'NATIONAL_ID');
+      assert.equal('candidates' in s, false, s.type);
+    }
+  });
+
+  it('C5/M1: look-alike spaces and dashes join an identifier, offsets stay those of the original', () => {
+    const cases: Array<[string, string, string]> = [
+      ['card', '4310 0455 4388 7329', 'PAYMENT_CARD'],
+      ['IBAN', 'SA63 8023 9272 9841 4730 2626', 'IBAN'],
+      ['Aadhaar', '7013 8216 4176', 'IN_AADHAAR'],
+    ];
+    for (const space of ['\u00a0', '\u202f', '\u2007', '\u2009', '\u3000']) {
+      for (const [kw, value, type] of cases) {
+        const v = value.replace(/ /g, space);
+        assert.deepEqual(found(`${kw} ${v} ok`), [[type, v]], `${kw} with U+${space.charCodeAt(0).toString(16)}`);
+      }
+    }
+    for (const dash of ['\u2010', '\u2011', '\u2012', '\u2013', '\u2014', '\u2015', '\u2212', '\ufe63', '\uff0d']) {
+      const mykad = '570306-09-3427'.replace(/-/g, dash);
+      assert.deepEqual(found(`MyKad ${mykad}.`), [['MY_NRIC', mykad]], `MyKad with U+${dash.charCodeAt(0).toString(16)}`);
+      const cnic = '35202-1234567-1'.replace(/-/g, dash);
+      assert.deepEqual(found(`CNIC ${cnic}`).map((f) => f[1]), [cnic]);
+    }
+    // The same forms validate as isolated values.
+    assert.equal(validateIdentifier('MY_NRIC', '570306\u201309\u20133427', NOW).valid, true);
+    assert.equal(validateIdentifier('PAYMENT_CARD', '4310\u00a00455\u202f4388\u200e7329', NOW).valid, true);
+    assert.equal(validateIdentifier('SG_NRIC_FIN', 'Ｓ８５８５８３３Ｅ', NOW).valid, true);
+    // Length-preserving: no offset map needed.
+    const n = normalise('MyKad ５７０３０６－０９－３４２７\u00a0card\u20134310');
+    assert.equal(n.remapped, false);
+    assert.equal(n.text, 'MyKad 570306-09-3427 card-4310');
+  });
+
+  it('M1: identifiers typed entirely in full-width form (CJK input methods) are found', () => {
+    const fw = (s: string): string => s.replace(/[!-~]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 0xfee0));
+    const cases: Array<[string, string, string]> = [
+      ['MyKad', fw('570306-09-3427'), 'MY_NRIC'],
+      ['card', fw('4310 0455 4388 7329').replace(/ /g, '\u3000'), 'PAYMENT_CARD'],
+      ['mail', fw('siti.aminah@example.com'), 'EMAIL'],
+      ['IBAN', fw('SA63 8023 9272 9841 4730 2626').replace(/ /g, '\u3000'), 'IBAN'],
+      ['NRIC', fw('S8585833E'), 'SG_NRIC_FIN'],
+      ['PAN', fw('AFZPK7190K'), 'IN_PAN'],
+    ];
+    for (const [kw, v, type] of cases) assert.deepEqual(found(`${kw}：${v}。`), [[type, v]], `${type} ${v}`);
+    assert.deepEqual(found('mail siti.aminah\ufe6bexample\ufe52com'), [['EMAIL', 'siti.aminah\ufe6bexample\ufe52com']]);
+  });
+
+  it('M2: bidi marks, CGJ, variation selectors, invisible operators and tag characters inside an identifier are removed', () => {
+    const invisibles = ['\u200e', '\u200f', '\u061c', '\u034f', '\ufe0f', '\ufe00', '\u2061', '\u2062', '\u2063', '\u2064', '\u202a', '\u2066', '\u{e0020}', '\u{e0100}'];
+    for (const c of invisibles) {
+      const tag = `U+${c.codePointAt(0)!.toString(16)}`;
+      const card = joinWith('4310045543887329', c);
+      assert.deepEqual(found(`card ${card} ok`), [['PAYMENT_CARD', card]], `card with ${tag}`);
+      const sa = joinWith('1696536364', c);
+      assert.deepEqual(found(`رقم الهوية ${sa}`), [['SA_NATIONAL_ID', sa]], `Saudi ID with ${tag}`);
+    }
+    // Mixed with native digits and the old invisibles.
+    const mixed = joinWith(inScript('1696536364', 0x660), '\u200f\u200b');
+    assert.deepEqual(found(`رقم الهوية ${mixed}`), [['SA_NATIONAL_ID', mixed]]);
+    // Outside identifiers they stay: emoji presentation selectors, RTL marks in prose.
+    for (const text of ['I ❤️ this ☺︎', 'שלום\u200f עולם', 'مرحبا\u061c بالعالم']) {
+      const n = normalise(text);
+      assert.equal(n.text, text);
+      assert.equal(n.remapped, false);
+    }
+  });
+
+  it('H5: normalisation is linear in a run of invisible characters and checks the deadline while it works', () => {
+    for (const c of ['\u200b', '\u00ad', '\u200e', '\ufe0f']) {
+      assertLinear(`run of U+${c.charCodeAt(0).toString(16)}`, (n) => () => normalise(`1${c.repeat(n)}2`), 20_000);
+    }
+    assertLinear('digits split by ZWSP', (n) => () => normalise('1\u200b'.repeat(n)), 20_000);
+    // The run between two digits is removed as a whole, with the offsets of the original.
+    const text = `card 4310${'\u200b'.repeat(100_000)}045543887329`;
+    assert.deepEqual(detect(text, { now: NOW }).map((s) => [s.type, s.start, s.end]), [['PAYMENT_CARD', 5, text.length]]);
+    // The deadline hook is called during long passes (both the mapping and the invisible-removal pass).
+    let calls = 0;
+    normalise(`1${'\u200b'.repeat(1_000_000)}2`, { checkDeadline: () => void calls++ });
+    assert.ok(calls >= 10, `invisible run: ${calls} checks`);
+    calls = 0;
+    normalise('1\u00a0'.repeat(500_000), { checkDeadline: () => void calls++ });
+    assert.ok(calls >= 10, `look-alike mapping: ${calls} checks`);
+    assert.throws(
+      () => normalise(`1${'\u200b'.repeat(1_000_000)}2`, { checkDeadline: () => { throw new PiiTimeoutError(0); } }),
+      PiiTimeoutError,
+    );
+  });
+
+  it('H6: overlap resolution is O(n log n) with many identifiers of one length, and a deadline passed during it is honoured', () => {
+    assertLinear('e-mails', (n) => () => detect('ab@cd.ef '.repeat(n), { now: NOW }), 6_000);
+    assertLinear('cards', (n) => () => detect('4310 0455 4388 7329 '.repeat(n), { now: NOW }), 3_000);
+    assert.equal(detect('ab@cd.ef '.repeat(60_000), { now: NOW }).length, 60_000);
+    const start = performance.now();
+    assert.throws(() => detect('ab@cd.ef '.repeat(200_000), { now: NOW, deadline: start + 1 }), PiiTimeoutError);
+    assert.ok(performance.now() - start < 1_000, 'gave up promptly');
+  });
+
+  it('M7: one long letters-and-digits token (a hex dump) is scanned in linear time', () => {
+    let seed = 7;
+    const hex = (n: number): string => {
+      let s = '';
+      for (let i = 0; i < n; i++) {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        s += '0123456789abcdef'[seed & 15];
+      }
+      return s;
+    };
+    const h = hex(2_000_000);
+    assertLinear('hex token', (n) => () => detect(h.slice(0, n), { now: NOW }), 200_000);
+    assertLinear('AB12 token', (n) => () => detect('AB12'.repeat(n), { now: NOW }), 50_000);
+    // Identifiers next to a long token are still found.
+    assert.deepEqual(found(`${h.slice(0, 100_000)} IBAN SA63 8023 9272 9841 4730 2626 ${h.slice(0, 1000)}`), [['IBAN', 'SA63 8023 9272 9841 4730 2626']]);
+  });
+
+  it('M4: lower- and mixed-case IBANs are found and validated upper-cased', () => {
+    assert.deepEqual(found('iban gb82 west 1234 5698 7654 32'), [['IBAN', 'gb82 west 1234 5698 7654 32']]);
+    assert.deepEqual(found('iban sa6380239272984147302626.'), [['IBAN', 'sa6380239272984147302626']]);
+    assert.deepEqual(found('IBAN Sa63 8023 9272 9841 4730 2626'), [['IBAN', 'Sa63 8023 9272 9841 4730 2626']]);
+    assert.equal(validateIdentifier('IBAN', 'br05 6190 5780 9209 5037 1707 584c 1', NOW).valid, true);
+    assert.equal(validateIdentifier('IBAN', 'sa64 8023 9272 9841 4730 2626', NOW).valid, false, 'bad check digits stay bad');
+    // Words that look like the start of an IBAN are not one.
+    assert.deepEqual(found('at12 people came, de89 of them stayed, gb82 west london office'), []);
+  });
+
+  it('M8: Unix timestamps next to technical labels (JSON, logs, SQL, code) are not national IDs; labelled IDs still are', () => {
+    // 1684075748 is a valid Saudi ID (prefix 1, Luhn); 1699864009357 a valid Thai ID.
+    assert.equal(validateIdentifier('SA_NATIONAL_ID', '1684075748', NOW).valid, true);
+    assert.equal(validateIdentifier('TH_NATIONAL_ID', '1699864009357', NOW).valid, true);
+    const timestamps = [
+      '{"id": 42, "created": 1684075748, "model": "gpt-4o"}',
+      '{"createdAt":1684075748,"updatedAt":1684075748}',
+      '{"ts": 1699864009357, "level": "info"}',
+      'exp: 1684075748, iat: 1684075748, nbf: 1684075748',
+      'SELECT * FROM events WHERE created > 1684075748;',
+      'log: [1684075748] GET /api 200',
+      'Date.now() returned 1699864009357',
+      'const t = 1699864009357 ms; time=1684075748 unix 1684075748',
+      'timestamp 1699864009357, Unix time 1684075748, created_at: 1684075748',
+    ];
+    for (const t of timestamps) assert.deepEqual(found(t), [], t);
+    // The same numbers with a keyword of their type, or in prose where the words are not labels.
+    assert.deepEqual(found('رقم الهوية 1684075748 (updated)'), [['SA_NATIONAL_ID', '1684075748']]);
+    assert.deepEqual(found('Saudi ID, created 2024: 1684075748'), [['SA_NATIONAL_ID', '1684075748']]);
+    assert.deepEqual(found('บัตรประชาชน 1699864009357 ms'), [['TH_NATIONAL_ID', '1699864009357']]);
+    assert.deepEqual(found('1684075748 was created for the new resident.').length, 1);
+    assert.deepEqual(found('Customer record 60048620882 updated.'), [['NATIONAL_ID', '60048620882']]);
+    // Near words count only next to the number, not anywhere in the sentence.
+    assert.deepEqual(found('Last time I checked, the number was 1684075748'), [['SA_NATIONAL_ID', '1684075748']]);
+  });
+
+  it('L5: the groups of a UUID are never an identifier; numbers next to a UUID still are', () => {
+    assert.deepEqual(found('id 123e4567-e89b-12d3-a456-426614174000 in the table'), []);
+    assert.deepEqual(found('Aadhaar 123e4567-e89b-12d3-a456-426614174000'), []);
+    assert.deepEqual(found('uuid 12345678-1234-1234-1234-426614174000, ID no 12345678'), [['KE_NATIONAL_ID', '12345678']]);
+    assert.deepEqual(found('ID no 20481234-1234-1234-1234-426614174000'), []);
+    assert.deepEqual(found('ID no 20481234-e89b-12d3-a456-426614174000'), []);
+    assert.deepEqual(found('Aadhaar 123e4567-e89b-12d3-1234-426614174000'), []);
+    assert.deepEqual(found('row 123E4567-E89B-12D3-A456-426614174000 Aadhaar 7013 8216 4176'), [['IN_AADHAAR', '7013 8216 4176']]);
+    assert.deepEqual(found('Aadhaar 7013-8216-4176, not a UUID'), [['IN_AADHAAR', '7013-8216-4176']]);
+    assert.deepEqual(found('My Aadhaar is 426614174000.'), [['IN_AADHAAR', '426614174000']]);
+  });
+
+  it('an SCP-style SSH remote is not an e-mail; an e-mail before a colon still is', () => {
+    assert.deepEqual(found('git clone git@github.com:owner/repo.git'), []);
+    assert.deepEqual(found('remote: deploy@build.example.com:/srv/app and git@gitlab.com:repo.git'), []);
+    assert.deepEqual(found('Mail siti.aminah@example.com: she replies fast'), [['EMAIL', 'siti.aminah@example.com']]);
+    assert.deepEqual(found('Contact:siti.aminah@example.com:'), [['EMAIL', 'siti.aminah@example.com']]);
+  });
+
+  it('every long stage checks the deadline (normalise, scan, validate, context, resolve), with no long stretch unchecked', () => {
+    // Invisible characters inside identifiers (normalise's second pass), digit runs and e-mails
+    // (scan, validate), keywords (context), thousands of spans (resolve).
+    const text = 'MyKad 570306\u200b-09-3427 and card 4310\u00a00455\u00a04388\u00a07329, mail ab@cd.ef; '.repeat(20_000);
+    const real = performance.now.bind(performance);
+    const reads: Array<{ at: number; stack: string }> = [];
+    detect(text, { now: NOW });
+    performance.now = () => {
+      const at = real();
+      reads.push({ at, stack: new Error().stack ?? '' });
+      return at;
+    };
+    let t0 = 0;
+    let spansFound = 0;
+    try {
+      t0 = real();
+      spansFound = detect(text, { now: NOW, deadline: t0 + 1e9 }).length;
+    } finally {
+      performance.now = real;
+    }
+    const total = real() - t0;
+    assert.equal(spansFound, 60_000);
+    /** Reads whose caller (the frame below `check`) matches `re`. */
+    const from = (re: RegExp): number => reads.filter((r) => re.test(r.stack.split('\n')[3] ?? '')).length;
+    const stages: Array<[string, RegExp]> = [
+      ['normalise', /buildMapped|mapSameLength/],
+      ['scan', /scanCandidates|runEnd|scanRun|scanAlnumWindow|scanIban|scanEmails/],
+      ['validate / score (detect loop)', /Detector\.detect/],
+      ['context', /ContextMatcher\.scan|contextHits/],
+      ['resolve', /Detector\.resolve|sortChecked/],
+    ];
+    for (const [stage, re] of stages) assert.ok(from(re) >= 2, `${stage}: ${from(re)} deadline checks`);
+    let gap = 0;
+    for (let i = 1; i < reads.length; i++) gap = Math.max(gap, reads[i]!.at - reads[i - 1]!.at);
+    assert.ok(gap < total / 2, `longest stretch without a deadline check: ${gap.toFixed(1)} of ${total.toFixed(1)} ms`);
+  });
+});

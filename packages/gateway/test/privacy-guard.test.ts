@@ -80,8 +80,8 @@ describe('fields: free text is scanned, structure never is', () => {
 
   it('rewrite touches nothing but the listed fields', () => {
     const seen: string[] = [];
-    rewrite('chat.completions', { model: 'x1', user: 'u1', messages: [{ role: 'user', name: 'n1', content: 'c1' }] }, (s) => (seen.push(s), s));
-    assert.deepEqual(seen, ['c1']);
+    rewrite('chat.completions', { model: 'x1', user: 'u1', metadata: { m: 'm1' }, messages: [{ role: 'user', name: 'n1', content: 'c1' }] }, (s) => (seen.push(s), s));
+    assert.deepEqual(seen, ['c1', 'n1'], 'content and the participant name; never model, user or metadata');
   });
 });
 

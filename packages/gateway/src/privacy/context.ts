@@ -10,6 +10,11 @@
  * `*` lifts the right boundary (inflected forms: `numara*` matches `numarası`, `numaram`).
  * Keywords in scripts written without spaces (Thai, Chinese, Amharic …) and Arabic-script ones
  * (prefixed articles) match as substrings. Every keyword is added in NFC and NFD form.
+ *
+ * Keywords are matched on the scan copy, where underscores, quotes, brackets, `=`, `:` and `.`
+ * are not word characters, so `"created": 1764412800`, `created_at=…`, `exp: …`, `[ts] …` and
+ * `Date.now() → …` are seen in JSON, logs and code; camel-case labels (`createdAt`) are listed as
+ * such because a following capital letter is a word character.
  */
 import type { IdType } from './types.ts';
 
@@ -68,6 +73,31 @@ export const DEFAULT_NEGATIVE: readonly string[] = [
   'درهم', 'جنيه', 'روپے', 'টাকা', 'тенге', 'руб', 'naira', 'shilingi', 'birr',
 ];
 
+/**
+ * Near negative context: technical labels that put a timestamp, not an identifier, right before a
+ * number in JSON, logs, SQL and code (`"created": 1764412800`, `exp: …`, `[ts] …`,
+ * `Date.now() returned …`), and time units right after one (`1699864009357 ms`). Ten-digit epoch
+ * seconds starting with 1 pass the Saudi ID check one time in ten, thirteen-digit epoch
+ * milliseconds the Thai ID check one time in eleven. These words are common in prose too ("at the
+ * time", "record … updated", "Ms Tan"), so a label counts only BEFORE the number and a unit only
+ * AFTER it, within `SCORE.nearNegativeReach` code units, and only when the number has no keyword
+ * of its type in context (detect.ts). `timestamp`, `epoch`, `unix time`, `created_at` and
+ * `updated_at` are unambiguous and stay full negative words ({@link DEFAULT_NEGATIVE}).
+ */
+export const DEFAULT_NEGATIVE_NEAR: Readonly<{ before: readonly string[]; after: readonly string[] }> = {
+  before: [
+    'created', 'createdat', 'created_on', 'createdon', 'create_time', 'updated', 'updatedat', 'modified',
+    'modifiedat', 'lastmodified', 'last_modified', 'deleted_at', 'deletedat', 'expires', 'expires_at',
+    'expiresat', 'ts', 'exp', 'iat', 'nbf', 'auth_time', 'time', 'timestamp_ms', 'unix', 'date.now',
+    'ms', 'millis', 'log',
+  ],
+  after: ['ms', 'millis', 'milliseconds'],
+};
+
+/** Where a near negative word counts (bit mask of {@link KeywordHit.near}). */
+export const NEAR_BEFORE = 1;
+export const NEAR_AFTER = 2;
+
 /** One keyword occurrence: offsets into the scanned (normalised) text, end exclusive. */
 export interface KeywordHit {
   start: number;
@@ -75,12 +105,18 @@ export interface KeywordHit {
   /** Types this keyword supports (empty for negative words). */
   types: readonly IdType[];
   negative: boolean;
+  /**
+   * 0 for a full negative word; for a near negative word ({@link DEFAULT_NEGATIVE_NEAR}) the sides
+   * of the number it counts on: {@link NEAR_BEFORE} | {@link NEAR_AFTER}.
+   */
+  near: number;
 }
 
 interface PatternInfo {
   length: number;
   types: IdType[];
   negative: boolean;
+  near: number;
   leftBoundary: boolean;
   rightBoundary: boolean;
 }
@@ -143,10 +179,16 @@ export class ContextMatcher {
   /**
    * @param keywords positive words per type (merged with nothing: pass the defaults explicitly)
    * @param negative negative words
+   * @param nearNegative near negative words before and after the number (a word that is also in
+   *   `negative` is a full negative word)
    */
-  constructor(keywords: Readonly<Partial<Record<IdType, readonly string[]>>>, negative: readonly string[]) {
+  constructor(
+    keywords: Readonly<Partial<Record<IdType, readonly string[]>>>,
+    negative: readonly string[],
+    nearNegative: Readonly<{ before: readonly string[]; after: readonly string[] }> = { before: [], after: [] },
+  ) {
     const byText = new Map<string, PatternInfo>();
-    const add = (word: string, type: IdType | null): void => {
+    const add = (word: string, type: IdType | null, near = 0): void => {
       let w = word.trim();
       let prefixOnly = false;
       if (w.endsWith('*')) {
@@ -163,19 +205,26 @@ export class ContextMatcher {
             length: lw.length,
             types: [],
             negative: false,
+            near: 0,
             leftBoundary: BOUNDARY_SCRIPT.test(lw[0]!),
             rightBoundary: !prefixOnly && BOUNDARY_SCRIPT.test(lw[lw.length - 1]!),
           };
           byText.set(key, info);
         }
-        if (type === null) info.negative = true;
-        else if (!info.types.includes(type)) info.types.push(type);
+        if (type === null) {
+          // A full negative word wins over near; near sides add up.
+          if (!info.negative) info.near = near;
+          else if (info.near !== 0) info.near = near === 0 ? 0 : info.near | near;
+          info.negative = true;
+        } else if (!info.types.includes(type)) info.types.push(type);
       }
     };
     for (const [type, words] of Object.entries(keywords) as Array<[IdType, readonly string[]]>) {
       for (const w of words) add(w, type);
     }
     for (const w of negative) add(w, null);
+    for (const w of nearNegative.before) add(w, null, NEAR_BEFORE);
+    for (const w of nearNegative.after) add(w, null, NEAR_AFTER);
     let maxLen = 0;
     for (const [key, info] of byText) {
       const text = key.endsWith('*') ? key.slice(0, -1) : key;
@@ -244,12 +293,13 @@ export class ContextMatcher {
   /**
    * Appends every keyword occurrence inside `t[from, to)` to `hits` (offsets into `t`), applying
    * the word-boundary rules against the characters around the match (which may lie outside the
-   * window).
+   * window). `checkDeadline` (the detector's deadline) is called every 16 Ki code units.
    */
-  scan(t: string, from: number, to: number, hits: KeywordHit[]): void {
+  scan(t: string, from: number, to: number, hits: KeywordHit[], checkDeadline?: () => void): void {
     const rootNext = this.rootNext;
     let state = 0;
     for (let i = from; i < to; i++) {
+      if (checkDeadline && ((i - from) & 0x3fff) === 0x3fff) checkDeadline();
       const c = lower(t.charCodeAt(i));
       if (state === 0) {
         state = rootNext[c]!;
@@ -275,7 +325,7 @@ export class ContextMatcher {
         const start = end - p.length;
         if (p.leftBoundary && start > 0 && isWordChar(t.charCodeAt(start - 1))) continue;
         if (p.rightBoundary && end < t.length && isWordChar(t.charCodeAt(end))) continue;
-        hits.push({ start, end, types: p.types, negative: p.negative });
+        hits.push({ start, end, types: p.types, negative: p.negative, near: p.near });
       }
     }
   }

@@ -3,10 +3,13 @@
  * context words → score → resolve overlaps → spans on the ORIGINAL text.
  *
  * Fail-closed: input over `maxChars` throws {@link PiiInputTooLargeError} before any work, and a
- * scan past `deadline` throws {@link PiiTimeoutError}. Nothing here logs, and no span, rule,
- * error or reason carries the identifier's value.
+ * scan past `deadline` throws {@link PiiTimeoutError}: the deadline is checked inside every stage
+ * that grows with the input (normalisation, candidate scan, validation, context words, scoring,
+ * overlap resolution), at least every 64 Ki code units or 256 candidates. Every stage is linear or
+ * O(n log n) in the text length and the number of candidates. Nothing here logs, and no span,
+ * rule, error or reason carries the identifier's value.
  */
-import { ContextMatcher, DEFAULT_KEYWORDS, DEFAULT_NEGATIVE, type KeywordHit } from './context.ts';
+import { ContextMatcher, DEFAULT_KEYWORDS, DEFAULT_NEGATIVE, DEFAULT_NEGATIVE_NEAR, NEAR_AFTER, NEAR_BEFORE, type KeywordHit } from './context.ts';
 import { PiiInputTooLargeError, PiiTimeoutError } from './errors.ts';
 import { normalise } from './normalise.ts';
 import { scanCandidates, type Candidate } from './patterns.ts';
@@ -31,6 +34,13 @@ export interface PiiSpan {
   tier: Tier;
   /** Evidence, e.g. `MY_NRIC:date+birthplace+layout+context` — never the value. */
   rule: string;
+  /**
+   * Only on `NATIONAL_ID` spans: the identifier types that tied for this span (same score, same
+   * nearest preceding keyword, same length; two or more, catalogue order), so that a policy can
+   * apply the strictest action of those types instead of one for the generic label. Absent on
+   * every other span.
+   */
+  candidates?: PiiType[];
 }
 
 /** Per-call options of {@link detect} / {@link Detector.detect}. */
@@ -118,7 +128,7 @@ export class Detector {
     this.enabled = new Set(config.types ?? PII_TYPES);
     const keywords: Partial<Record<IdType, string[]>> = {};
     for (const t of PII_TYPES) keywords[t] = [...DEFAULT_KEYWORDS[t], ...(config.extraKeywords?.[t] ?? [])];
-    this.matcher = new ContextMatcher(keywords, [...DEFAULT_NEGATIVE, ...(config.extraNegative ?? [])]);
+    this.matcher = new ContextMatcher(keywords, [...DEFAULT_NEGATIVE, ...(config.extraNegative ?? [])], DEFAULT_NEGATIVE_NEAR);
     this.cardRanges = config.cardRanges ?? DEFAULT_CARD_RANGES;
     this.strict = config.strict ?? false;
     this.maxChars = config.maxChars ?? DEFAULT_MAX_CHARS;
@@ -152,7 +162,7 @@ export class Detector {
     }
     if (enabled.size === 0 || text.length === 0) return [];
 
-    const norm = normalise(text, { stripInvisible: this.stripInvisible });
+    const norm = normalise(text, { stripInvisible: this.stripInvisible, checkDeadline: check });
     const t = norm.text;
     const cands: Candidate[] = [];
     scanCandidates(t, enabled, cands, check);
@@ -170,7 +180,7 @@ export class Detector {
     if (kept.length === 0) return [];
 
     // Context words around the kept candidates.
-    const hits = this.contextHits(t, kept);
+    const hits = this.contextHits(t, kept, check);
     check();
 
     // Score and keep what gets reported.
@@ -183,7 +193,7 @@ export class Detector {
     }
     if (eligible.length === 0) return [];
     check();
-    return this.resolve(eligible, t.length, norm.toOriginal.bind(norm));
+    return this.resolve(eligible, t.length, norm.toOriginal.bind(norm), check);
   }
 
   private validate(c: Candidate, t: string, ctx: ValidateContext, strict: boolean): Scored | null {
@@ -208,13 +218,13 @@ export class Detector {
   }
 
   /** Keyword hits in merged windows around the candidates, sorted by start. */
-  private contextHits(t: string, kept: readonly Scored[]): KeywordHit[] {
+  private contextHits(t: string, kept: readonly Scored[], check: () => void): KeywordHit[] {
     const pad = this.matcher.maxLength;
     const spans: Array<[number, number]> = kept.map((s) => [
       Math.max(0, s.c.start - SCORE.windowBefore - pad),
       Math.min(t.length, s.c.end + SCORE.windowAfter + pad),
     ]);
-    spans.sort((a, b) => a[0] - b[0]);
+    sortChecked(spans, (a, b) => a[0] - b[0], check);
     const hits: KeywordHit[] = [];
     let [ws, we] = spans[0]!;
     for (let i = 1; i < spans.length; i++) {
@@ -222,13 +232,14 @@ export class Detector {
       if (s <= we) {
         if (e > we) we = e;
       } else {
-        this.matcher.scan(t, ws, we, hits);
+        this.matcher.scan(t, ws, we, hits, check);
         ws = s;
         we = e;
       }
+      if ((i & 1023) === 0) check();
     }
-    this.matcher.scan(t, ws, we, hits);
-    hits.sort((a, b) => a.start - b.start);
+    this.matcher.scan(t, ws, we, hits, check);
+    sortChecked(hits, (a, b) => a.start - b.start, check);
     return hits;
   }
 
@@ -242,6 +253,7 @@ export class Detector {
     let kwAfter = Infinity;
     let negBefore = Infinity;
     let negAfter = Infinity;
+    let nearNeg = false;
     // First hit that could be in range (hits sorted by start).
     let a = 0;
     let b = hits.length;
@@ -272,7 +284,9 @@ export class Detector {
       if (!own && !h.negative) continue;
       if (before ? h.negative && sentenceBreak(t, h.end, start, true) : sentenceBreak(t, end, h.start, false)) continue;
       if (h.negative) {
-        if (before) negBefore = Math.min(negBefore, d);
+        if (h.near !== 0) {
+          if (d <= SCORE.nearNegativeReach && (h.near & (before ? NEAR_BEFORE : NEAR_AFTER)) !== 0) nearNeg = true;
+        } else if (before) negBefore = Math.min(negBefore, d);
         else negAfter = Math.min(negAfter, d);
       }
       if (own) {
@@ -287,7 +301,10 @@ export class Detector {
     if (s.c.layout) score += SCORE.layout;
     // Negative context (spec §4.5: closer than any keyword of the type). Labels precede values, so
     // a keyword before the number is only outweighed by a closer negative word before it.
-    const negative = kwBefore < Infinity ? negBefore < kwBefore : Math.min(negBefore, negAfter) < kwAfter;
+    // A near negative word (a timestamp label right next to the number) counts only when no keyword
+    // of the type is in context at all.
+    const negative =
+      (kwBefore < Infinity ? negBefore < kwBefore : Math.min(negBefore, negAfter) < kwAfter) || (nearNeg && kwNearest === Infinity);
     if (negative) score -= SCORE.negative;
     s.boost = boost;
     s.kwBefore = kwBefore;
@@ -318,39 +335,80 @@ export class Detector {
     return strict && s.boost > 0 && !s.negative;
   }
 
-  /** Overlap resolution (spec §4.6) and mapping to original offsets. */
-  private resolve(eligible: Scored[], len: number, toOriginal: (s: number, e: number) => [number, number]): PiiSpan[] {
-    eligible.sort(
+  /**
+   * Overlap resolution (spec §4.6) and mapping to original offsets: sort by score, nearest
+   * preceding keyword, length, start (O(n log n)), then one sweep taking each span that overlaps
+   * none taken before (a bitmap over the text: O(span length) per span). A span taken while a
+   * candidate of another type ties with it on every criterion over an overlapping span becomes
+   * `NATIONAL_ID` with the tied types in `candidates`. Tied candidates are neighbours in the sort
+   * order (same score, keyword distance and length, then by start), and an overlapping one starts
+   * before the span's end, so the tie search stops at the first candidate that differs or starts at
+   * or after the end: bounded by the candidates that start inside the span, not by their total.
+   */
+  private resolve(
+    eligible: Scored[],
+    len: number,
+    toOriginal: (s: number, e: number) => [number, number],
+    check: () => void,
+  ): PiiSpan[] {
+    sortChecked(
+      eligible,
       (x, y) =>
         y.score - x.score ||
         x.kwBefore - y.kwBefore ||
         (y.c.end - y.c.start) - (x.c.end - x.c.start) ||
         x.c.start - y.c.start,
+      check,
     );
     const taken = new Uint8Array(len);
     const out: PiiSpan[] = [];
     for (let i = 0; i < eligible.length; i++) {
+      if ((i & 255) === 255) check();
       const s = eligible[i]!;
       const { start, end } = s.c;
       if (taken[start] || taken[end - 1] || anyTaken(taken, start, end)) continue;
-      // A different type tied on every criterion over an overlapping span → generic label.
-      let label: PiiType = s.c.type;
+      // Other types tied on every criterion over an overlapping span → generic label.
+      let tied: IdType[] | null = null;
       for (let j = i + 1; j < eligible.length; j++) {
         const o = eligible[j]!;
         if (o.score !== s.score || o.kwBefore !== s.kwBefore || o.c.end - o.c.start !== end - start) break;
-        if (o.c.type !== s.c.type && o.c.start < end && o.c.end > start) {
-          label = 'NATIONAL_ID';
-          break;
+        if (o.c.start >= end) break;
+        if (o.c.type !== s.c.type && o.c.end > start) {
+          tied ??= [s.c.type];
+          if (!tied.includes(o.c.type)) tied.push(o.c.type);
         }
       }
       taken.fill(1, start, end);
       const [os, oe] = toOriginal(start, end);
-      out.push({ type: label, start: os, end: oe, confidence: s.score, tier: tierOf(s.score), rule: ruleOf(s, label) });
+      const label: PiiType = tied ? 'NATIONAL_ID' : s.c.type;
+      const span: PiiSpan = { type: label, start: os, end: oe, confidence: s.score, tier: tierOf(s.score), rule: ruleOf(s, label) };
+      if (tied) span.candidates = tied.sort((x, y) => TYPE_ORDER[x] - TYPE_ORDER[y]);
+      out.push(span);
     }
-    out.sort((a, b) => a.start - b.start);
+    sortChecked(out, (a, b) => a.start - b.start, check);
     return out;
   }
 }
+
+/**
+ * Sorts `a` in place with `cmp`, calling `check` every 64 Ki comparisons (a sort of a few hundred
+ * thousand candidates is otherwise one long stretch without a deadline check; a throw abandons it).
+ */
+function sortChecked<T>(a: T[], cmp: (x: T, y: T) => number, check: () => void): void {
+  if (a.length < 4096) {
+    a.sort(cmp);
+    return;
+  }
+  let n = 0;
+  a.sort((x, y) => {
+    if ((++n & 0xffff) === 0) check();
+    return cmp(x, y);
+  });
+  check();
+}
+
+/** Catalogue position of each type (orders `candidates`). */
+const TYPE_ORDER: Readonly<Record<IdType, number>> = Object.fromEntries(PII_TYPES.map((t, i) => [t, i])) as Record<IdType, number>;
 
 /**
  * True when a sentence ends inside `t[from, to)`: `! ? ;` and their CJK, Arabic, Devanagari and

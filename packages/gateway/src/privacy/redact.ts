@@ -14,7 +14,7 @@
  * string conversion show only its size, so it cannot end up in a log by accident.
  */
 import { inspect } from 'node:util';
-import { normaliseDigits } from './normalise.ts';
+import { normalise } from './normalise.ts';
 import type { PiiType } from './types.ts';
 
 /** Redaction actions. */
@@ -82,7 +82,9 @@ const ALNUM_OR_DIGIT = /[\p{L}\p{Nd}]/u;
 
 /** Identity key of a value for numbering: native digits → ASCII, separators removed, upper case. */
 function valueKey(type: PiiType, raw: string): string {
-  const ascii = normaliseDigits(raw);
+  // The detector's own normalisation (digits, look-alike separators and letters, invisibles), so
+  // that every spelling of one identifier gets one placeholder.
+  const ascii = normalise(raw).text;
   return type + '\u0000' + (type === 'EMAIL' ? ascii.toLowerCase() : ascii.replace(/[\s.\/\-\u00AD\u200B-\u200D\u2060\uFEFF]/g, '').toUpperCase());
 }
 

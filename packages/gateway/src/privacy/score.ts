@@ -1,8 +1,10 @@
 /**
  * Scoring (spec §4.5): base score of the type's validation class, + a distance-weighted context
  * boost, + a bonus for a distinctive separator layout, − a penalty when a negative word is
- * closer than any keyword of the type, − a penalty for a context-only number that is a valid
- * phone number with no keyword right before it. Tiers: high ≥ 0.85, medium ≥ 0.60, low below.
+ * closer than any keyword of the type (or a near negative word — a technical timestamp label such
+ * as `created`, `ts`, `exp` — right next to a number that has no keyword of its type), − a penalty
+ * for a context-only number that is a valid phone number with no keyword right before it. Tiers:
+ * high ≥ 0.85, medium ≥ 0.60, low below.
  *
  * Refinements made in detect.ts while testing multi-sentence prompts: words after the number only
  * count within its sentence and line, negative words before it only within its sentence, and a
@@ -25,8 +27,13 @@ export const SCORE = Object.freeze({
   boostAfterFar: 0.3,
   /** Distinctive layout (MyKad 6-2-4, CNIC 5-7-1). */
   layout: 0.2,
-  /** Negative word closer than any keyword of the type. */
+  /** Negative word closer than any keyword of the type (or a near negative word; see nearNegativeReach). */
   negative: 0.35,
+  /**
+   * Reach of a near negative word (context.ts DEFAULT_NEGATIVE_NEAR), in UTF-16 units between the
+   * word and the number: `"created": 1764412800` is 3, `Date.now() returned …` 12.
+   */
+  nearNegativeReach: 12,
   /** Context-only number that parses as a valid phone number of the type's country. */
   phone: 0.2,
   /** A keyword this close before the candidate outweighs the phone-number reading. */

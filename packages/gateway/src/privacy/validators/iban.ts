@@ -20,11 +20,15 @@ export function ibanInRegistry(compact: string): boolean {
   return SPECS[compact.slice(0, 2)]?.IBANRegistry === true;
 }
 
-/** Validates an IBAN (spaces allowed; must be upper case as written in the text). */
+/**
+ * Validates an IBAN (spaces allowed; any case: `gb82 west 1234 5698 7654 32` is the IBAN
+ * `GB82WEST12345698765432` — it is validated upper-cased, as ibantools needs).
+ */
 export function validateIban(raw: string): ValidationResult {
-  const e = guardLib(() => electronicFormatIBAN(raw), null);
+  const upper = raw.toUpperCase();
+  const e = guardLib(() => electronicFormatIBAN(upper), null);
   if (!e) return invalid('format');
-  if (e !== raw.replace(/ /g, '')) return invalid('format'); // lower case or other characters
+  if (e !== upper.replace(/ /g, '')) return invalid('format'); // other characters
   const cc = e.slice(0, 2);
   const spec = SPECS[cc];
   if (!spec || !spec.chars) return invalid('prefix');

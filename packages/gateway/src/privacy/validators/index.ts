@@ -31,7 +31,7 @@ import { validateThNationalId } from './th.ts';
 import { validateTrTckn } from './tr.ts';
 import { validateVnCccd } from './vn.ts';
 import { validateZaId } from './za.ts';
-import { normaliseDigits } from '../normalise.ts';
+import { normalise } from '../normalise.ts';
 
 export type { InvalidReason, ValidateContext, ValidationResult } from './common.ts';
 export { makeContext } from './common.ts';
@@ -96,10 +96,12 @@ export function compactFor(type: IdType, raw: string): string {
 
 /**
  * Validates an isolated value of `type` as written (separators allowed, native digits allowed):
- * digits are normalised to ASCII, the type's separators removed, then the type's validator runs.
- * `now` is the processing date for date plausibility (default: today). Never throws.
+ * normalised as the detector's scan copy (digits, look-alike spaces and dashes and full-width
+ * letters to ASCII, invisible characters inside removed; normalise.ts), the type's separators
+ * removed, then the type's validator runs. `now` is the processing date for date plausibility
+ * (default: today). Never throws.
  */
 export function validateIdentifier(type: IdType, value: string, now: Date = new Date()): ValidationResult {
-  const ascii = normaliseDigits(value);
+  const ascii = normalise(value).text;
   return VALIDATORS[type](compactFor(type, ascii), makeContext(now));
 }
