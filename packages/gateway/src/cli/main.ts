@@ -133,7 +133,7 @@ export async function main(argv: string[]): Promise<number> {
         const cfg = parseConfig(readFileSync(file, 'utf8'), file, process.env);
         process.stdout.write(`${file}: configuration is valid\n`);
         cfg.backends.forEach((b, i) => {
-          if (b.provider === 'openai-compatible' && b.api_key_env && !process.env[b.api_key_env])
+          if ((b.provider === 'openai-compatible' || b.provider === 'anthropic') && b.api_key_env && !process.env[b.api_key_env])
             process.stdout.write(`warning: backends[${i}].api_key_env: environment variable ${b.api_key_env} is not set here; backend ${b.id} will not be ready\n`);
         });
         return 0;

@@ -70,6 +70,9 @@ models:
     backend: embedded      # or a pool: [ { backend: a, weight: 2 }, { backend: b } ] with a strategy
     # fallbacks: [other-alias]           # tried when this alias's backends cannot serve
     # retry: { attempts: 3, base_ms: 100, max_ms: 2000 }
+  # - name: test-model
+  #   backend: engine-1
+  #   upstream_model: mock-llm        # what the engine is asked for
 
 privacy:                   # personal identifiers found locally and handled before routing (docs/privacy.md)
   enabled: true
@@ -85,7 +88,4 @@ privacy:                   # personal identifiers found locally and handled befo
 #   default: { allowed_jurisdictions: ["*"] }
 #   tenants:
 #     health-ministry: { allowed_jurisdictions: [MY], default_classification: confidential }
-  # - name: test-model
-  #   backend: engine-1
-  #   upstream_model: mock-llm        # what the engine is asked for
 `;
