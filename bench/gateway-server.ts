@@ -2,13 +2,27 @@
  * Start a Sovra gateway for the load benchmark, meant to run as its own process:
  *
  *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0] [--audit on|off]
+ *        [--metering on|limits|off] [--routing single|pool] [--strategy p2c_ewma|weighted|least_in_flight]
  *
  * `--audit off` turns the transparency log off (request rows only, written after the response, as
  * before the log existed); the default `on` is the production path (row + entry committed before the
  * last byte, integrator signing a checkpoint every second).
  *
- * Configuration: one `openai-compatible` backend `mock` at `<upstream>/v1` (the bench mock engine)
- * and the alias `bench-model` → upstream model `mock-llm`; a fresh SQLite database in a temp folder;
+ * Configuration (`--routing single`, the default): one `openai-compatible` backend `mock` at
+ * `<upstream>/v1` (the bench mock engine) and the alias `bench-model` → upstream model `mock-llm`
+ * (`backend: mock`), no `residency` section.
+ *
+ * `--routing pool [--strategy p2c_ewma|weighted|least_in_flight]` (the routing benchmark,
+ * bench/routing.bench.ts): three `openai-compatible` backends `my-1`, `my-2` (jurisdiction `MY`) and
+ * `sg-1` (`SG`), each with `max_classification: confidential`, at the three URLs of
+ * `--upstream URL1,URL2,URL3` (one URL: all three at it); `bench-model` is a `pool:` of all three
+ * with that strategy (default p2c_ewma); and a `residency` section (classifications public <
+ * internal < confidential < secret, home jurisdiction MY, default policy `*`) whose policy for the
+ * bench tenant allows only `MY` with default classification `internal`. So every request goes
+ * through the policy check, `sg-1` is excluded (`jurisdiction_not_allowed`, noted in the audit
+ * entry) and the balancer picks between `my-1` and `my-2`.
+ *
+ * Both: a fresh SQLite database in a temp folder;
  * logging at `info` (one access line per request, as in production) to `gateway.log` in that folder
  * through pino's default asynchronous SonicBoom destination (what `sovra serve` uses for stdout).
  * One API key is created (tenant `bench`). Once ready it prints one JSON line on stdout:
@@ -30,6 +44,7 @@ import { findSourceMap } from 'node:module';
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { stringify } from 'yaml';
@@ -41,6 +56,68 @@ import { createLogger } from '../packages/gateway/src/telemetry/logger.ts';
 
 /** The alias the benchmark asks for. */
 export const BENCH_MODEL = 'bench-model';
+/** The tenant of the bench key (the pool configuration's residency policy names it). */
+export const BENCH_TENANT = 'bench';
+
+export type RoutingMode = 'single' | 'pool';
+export type Strategy = 'p2c_ewma' | 'weighted' | 'least_in_flight';
+export const STRATEGIES: readonly Strategy[] = ['p2c_ewma', 'weighted', 'least_in_flight'];
+
+/** The pool's backends: id and jurisdiction (the bench tenant may use MY only, so `sg-1` is always excluded). */
+export const POOL_BACKENDS = [
+  { id: 'my-1', jurisdiction: 'MY' },
+  { id: 'my-2', jurisdiction: 'MY' },
+  { id: 'sg-1', jurisdiction: 'SG' },
+] as const;
+
+/** `http://host:port` or `http://host:port/v1` → the backend's base URL (`…/v1`). */
+function baseUrlOf(u: string): string {
+  const up = new URL(u);
+  return up.pathname === '/' ? `${up.origin}/v1` : u;
+}
+
+/**
+ * The `backends`, `models` and `residency` sections of the bench configuration (see the module doc).
+ * @param upstreams the mock's URL(s): one for `single`; one or three for `pool`
+ */
+export function routingConfig(routing: RoutingMode, upstreams: string[], strategy: Strategy, maxConnections: number): Record<string, unknown> {
+  if (routing === 'single') {
+    return {
+      backends: [
+        {
+          id: 'mock',
+          provider: 'openai-compatible',
+          base_url: baseUrlOf(upstreams[0]!),
+          api_key_env: 'SOVRA_BENCH_UPSTREAM_KEY',
+          jurisdiction: 'MY',
+          max_connections: maxConnections,
+        },
+      ],
+      models: [{ name: BENCH_MODEL, backend: 'mock', upstream_model: 'mock-llm' }],
+    };
+  }
+  if (upstreams.length !== 1 && upstreams.length !== POOL_BACKENDS.length)
+    throw new Error(`--routing pool needs 1 or ${POOL_BACKENDS.length} upstream URLs, got ${upstreams.length}`);
+  return {
+    residency: {
+      classifications: ['public', 'internal', 'confidential', 'secret'],
+      home_jurisdiction: 'MY',
+      default: { allowed_jurisdictions: ['*'] },
+      tenants: { [BENCH_TENANT]: { allowed_jurisdictions: ['MY'], default_classification: 'internal' } },
+    },
+    backends: POOL_BACKENDS.map((b, i) => ({
+      id: b.id,
+      provider: 'openai-compatible',
+      base_url: baseUrlOf(upstreams[upstreams.length === 1 ? 0 : i]!),
+      api_key_env: 'SOVRA_BENCH_UPSTREAM_KEY',
+      jurisdiction: b.jurisdiction,
+      hosting: 'on_premises',
+      max_classification: 'confidential',
+      max_connections: maxConnections,
+    })),
+    models: [{ name: BENCH_MODEL, pool: POOL_BACKENDS.map((b) => ({ backend: b.id })), strategy, upstream_model: 'mock-llm' }],
+  };
+}
 
 interface CpuProfileNode {
   id: number;
@@ -102,11 +179,16 @@ async function main(): Promise<void> {
       'exit-on-stdin-end': { type: 'boolean', default: false },
       audit: { type: 'string', default: 'on' },
       metering: { type: 'string', default: 'off' },
+      routing: { type: 'string', default: 'single' },
+      strategy: { type: 'string', default: 'p2c_ewma' },
     },
   });
-  if (!values.upstream) throw new Error('--upstream http://127.0.0.1:PORT is required (the mock engine)');
-  const up = new URL(values.upstream);
-  const baseUrl = up.pathname === '/' ? `${up.origin}/v1` : values.upstream;
+  if (!values.upstream) throw new Error('--upstream http://127.0.0.1:PORT[,…] is required (the mock engine)');
+  const routing = values.routing;
+  if (routing !== 'single' && routing !== 'pool') throw new Error(`--routing must be single or pool, got "${routing}"`);
+  const strategy = values.strategy as Strategy;
+  if (!STRATEGIES.includes(strategy)) throw new Error(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${values.strategy}"`);
+  const upstreams = values.upstream.split(',').map((u) => u.trim()).filter((u) => u !== '');
 
   // Profiling starts first, so start-up is in the profile too (it is short next to the load).
   const profDir = process.env['SOVRA_BENCH_CPU_PROF'];
@@ -126,17 +208,7 @@ async function main(): Promise<void> {
     database: { url: `sqlite:${join(dir, 'sovra.db')}` },
     logging: { level: values['log-level'] },
     audit: { enabled: values.audit !== 'off' },
-    backends: [
-      {
-        id: 'mock',
-        provider: 'openai-compatible',
-        base_url: baseUrl,
-        api_key_env: 'SOVRA_BENCH_UPSTREAM_KEY',
-        jurisdiction: 'MY',
-        max_connections: Number(values['max-connections']),
-      },
-    ],
-    models: [{ name: BENCH_MODEL, backend: 'mock', upstream_model: 'mock-llm' }],
+    ...routingConfig(routing, upstreams, strategy, Number(values['max-connections'])),
   };
   const config = parseConfig(stringify(cfgObj), 'bench-config', {});
   const dest = pino.destination({ dest: logFile, sync: process.env['SOVRA_BENCH_LOG_SYNC'] === '1', mkdir: true });
@@ -186,7 +258,7 @@ async function main(): Promise<void> {
   }
 
   const url = await gw.start();
-  const k = await createKey(gw.store(), { tenant: 'bench', name: 'bench-key' });
+  const k = await createKey(gw.store(), { tenant: BENCH_TENANT, name: 'bench-key' });
   if (values.metering === 'on' || values.metering === 'limits') {
     // Limits and budgets that apply to every request but never refuse one: the cost of checking
     // RPM and TPM (key and tenant), counting prompt tokens, reserving and settling two budgets.
@@ -199,10 +271,12 @@ async function main(): Promise<void> {
     }
   }
   await gw.backendsSettled();
-  process.stdout.write(JSON.stringify({ url, key: k.key, dir, logFile, pid: process.pid }) + '\n');
+  process.stdout.write(JSON.stringify({ url, key: k.key, dir, logFile, pid: process.pid, routing, strategy: routing === 'pool' ? strategy : null }) + '\n');
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`gateway-server: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`gateway-server: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}

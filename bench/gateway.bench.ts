@@ -3,6 +3,7 @@
  *
  *   node --import tsx bench/gateway.bench.ts [--duration 10] [--warmup 2] [--connections 16,64]
  *        [--ttfe-requests 300] [--ttfe-warmup 50] [--no-ttfe] [--cpu-prof] [--out bench/results]
+ *        [--audit on|off] [--metering on|limits|off] [--routing single|pool] [--strategy S]
  *
  * Spawns the mock engine (bench/mock-upstream.ts) and a Sovra gateway (bench/gateway-server.ts) as
  * two separate processes, then from this process:
@@ -16,6 +17,9 @@
  * 2. Unloaded added time-to-first-event for streams: sequential requests with undici (one
  *    keep-alive connection per target), direct and via the gateway interleaved, timing from just
  *    before the request is issued to the arrival of the first bytes of the first `data:` event.
+ *
+ * The pieces (child processes, load runs, CPU accounting, sanity check) are exported for
+ * bench/routing.bench.ts, which compares two gateway configurations run side by side.
  *
  * Prints a markdown report and writes JSON to `<out>/gateway-<timestamp>.json`. Every loop is
  * bounded (time or count). Child processes are killed on exit, on errors and on SIGINT/SIGTERM (and
@@ -57,6 +61,9 @@ const USAGE = `Usage: node --import tsx bench/gateway.bench.ts [options]   (or: 
   --out DIR           where the JSON results go (default bench/results)
   --audit on|off      the gateway's transparency log (default on; off = request rows only)
   --metering on|limits|off   RPM/TPM limits (and with on, token budgets) on the bench key and tenant, set so high they never refuse (default off)
+  --routing single|pool      single: one backend (default); pool: three backends (MY, MY, SG) on three ports of the
+                      mock, a residency policy allowing only MY for the bench tenant (see bench/gateway-server.ts)
+  --strategy S        balancing strategy of the pool: p2c_ewma (default), weighted, least_in_flight
 `;
 
 // ---------------------------------------------------------------------------------------------------
@@ -76,6 +83,20 @@ export interface BenchOptions {
   audit: boolean;
   /** Limits (`limits`), limits and budgets (`on`) on the bench key and tenant, or none (`off`). */
   metering: 'on' | 'limits' | 'off';
+  /** The gateway's routing configuration (see bench/gateway-server.ts). */
+  routing: RoutingMode;
+  /** The pool's balancing strategy (`routing: 'pool'` only). */
+  strategy: Strategy;
+}
+
+export type RoutingMode = 'single' | 'pool';
+export type Strategy = 'p2c_ewma' | 'weighted' | 'least_in_flight';
+export const STRATEGIES: readonly Strategy[] = ['p2c_ewma', 'weighted', 'least_in_flight'];
+
+/** Parses `--strategy`. */
+export function parseStrategy(v: string): Strategy {
+  if (!(STRATEGIES as readonly string[]).includes(v)) throw new Error(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${v}"`);
+  return v as Strategy;
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -92,6 +113,8 @@ function parseOptions(argv: string[]): BenchOptions {
       out: { type: 'string', default: join(BENCH_DIR, 'results') },
       audit: { type: 'string', default: 'on' },
       metering: { type: 'string', default: 'off' },
+      routing: { type: 'string', default: 'single' },
+      strategy: { type: 'string', default: 'p2c_ewma' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -124,6 +147,12 @@ function parseOptions(argv: string[]): BenchOptions {
       if (values.audit !== 'on' && values.audit !== 'off') throw new Error(`--audit must be on or off, got "${values.audit}"`);
       return values.audit === 'on';
     })(),
+    routing: (() => {
+      const r = values.routing;
+      if (r !== 'single' && r !== 'pool') throw new Error(`--routing must be single or pool, got "${r}"`);
+      return r;
+    })(),
+    strategy: parseStrategy(values.strategy),
   };
 }
 
@@ -131,7 +160,7 @@ function parseOptions(argv: string[]): BenchOptions {
 // Child processes
 // ---------------------------------------------------------------------------------------------------
 
-interface Child {
+export interface Child {
   name: string;
   proc: ChildProcess;
   info: Record<string, unknown>;
@@ -140,7 +169,7 @@ interface Child {
 const children: Child[] = [];
 
 /** Spawn `node --import tsx <script> ...args`, wait for its one-line JSON on stdout. */
-async function spawnChild(name: string, script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Child> {
+export async function spawnChild(name: string, script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Child> {
   const proc = spawn(process.execPath, ['--import', 'tsx', join(BENCH_DIR, script), ...args, '--exit-on-stdin-end'], {
     cwd: REPO_ROOT,
     env,
@@ -176,7 +205,7 @@ async function spawnChild(name: string, script: string, args: string[], env: Nod
   return child;
 }
 
-async function stopChild(c: Child, graceMs: number): Promise<void> {
+export async function stopChild(c: Child, graceMs: number): Promise<void> {
   const p = c.proc;
   if (p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
@@ -189,12 +218,13 @@ async function stopChild(c: Child, graceMs: number): Promise<void> {
 }
 
 let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
+/** Stops every child process started with {@link spawnChild} (once; later calls get the same promise). */
+export function cleanup(): Promise<void> {
   cleaning ??= Promise.all(children.map((c) => stopChild(c, 30_000))).then(() => undefined);
   return cleaning;
 }
 
-function installExitHandlers(): void {
+export function installExitHandlers(): void {
   const onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`\n${sig}: stopping child processes…\n`);
     void cleanup().finally(() => process.exit(130));
@@ -207,10 +237,13 @@ function installExitHandlers(): void {
   });
 }
 
-/** CPU time (ms, user + system) a process has used so far, from /proc (Linux); null elsewhere. */
-function cpuMs(pid: number | undefined): number | null {
+/**
+ * CPU time (ms, user + system) a process has used so far, from /proc (Linux); null elsewhere.
+ * With `tid`, only that thread's (`tid === pid`: the main thread, i.e. the event loop).
+ */
+export function cpuMs(pid: number | undefined, tid?: number): number | null {
   if (!pid) return null;
-  const f = `/proc/${pid}/stat`;
+  const f = tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`;
   if (!existsSync(f)) return null;
   try {
     const s = readFileSync(f, 'utf8');
@@ -222,12 +255,36 @@ function cpuMs(pid: number | undefined): number | null {
   }
 }
 
+/**
+ * CPU time (ms) the whole machine has spent busy (all CPUs: user, nice, system, irq, softirq, steal;
+ * not idle or iowait) so far, from /proc/stat (Linux); null elsewhere.
+ */
+export function machineBusyMs(): number | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const busy = f[0]! + f[1]! + f[2]! + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
+    return (busy * 1000) / 100; // USER_HZ
+  } catch {
+    return null;
+  }
+}
+
+/** Machine-wide busy CPU over the next `ms` milliseconds, % of one core. */
+export async function machineBusyPercent(ms: number): Promise<number | null> {
+  const a = machineBusyMs();
+  const t0 = performance.now();
+  await sleep(ms);
+  const b = machineBusyMs();
+  return a === null || b === null ? null : ((b - a) / (performance.now() - t0)) * 100;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Statistics
 // ---------------------------------------------------------------------------------------------------
 
 /** Nearest-rank percentile of an ascending-sorted array. */
-function pct(sorted: ArrayLike<number>, p: number): number {
+export function pct(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[i]!;
@@ -240,8 +297,8 @@ const r3 = (n: number) => Math.round(n * 1000) / 1000;
 // Load runs (autocannon)
 // ---------------------------------------------------------------------------------------------------
 
-type Mode = 'non-stream' | 'stream';
-type Target = 'direct' | 'gateway';
+export type Mode = 'non-stream' | 'stream';
+export type Target = 'direct' | 'gateway';
 
 export interface LoadResult {
   mode: Mode;
@@ -260,12 +317,19 @@ export interface LoadResult {
   resets: number;
   /** autocannon's own figures (1 ms histogram resolution), for reference. */
   autocannon: { rpsAverage: number; p50: number; p99: number; bytesPerSec: number };
-  /** CPU used during the measured run, % of one core. */
-  cpuPercent: { mock: number | null; gateway: number | null; loadgen: number | null };
+  /**
+   * CPU used during the measured run, % of one core (`gatewayMain`: the gateway's main thread only;
+   * `machine`: all CPUs, from /proc/stat; `other`: machine − this benchmark's processes, i.e. what
+   * anything else on the machine used meanwhile, plus kernel time not charged to a process).
+   */
+  cpuPercent: { mock: number | null; gateway: number | null; gatewayMain: number | null; loadgen: number | null; machine: number | null; other: number | null; idle?: number | null };
+  /** Gateway CPU time per 2xx response during the measured run, µs (whole process; main thread only). */
+  gatewayCpuUsPerReq: number | null;
+  gatewayMainCpuUsPerReq: number | null;
   loadavg1: number;
 }
 
-interface Endpoint {
+export interface Endpoint {
   url: string;
   headers: Record<string, string>;
 }
@@ -293,24 +357,41 @@ async function loadRun(ep: Endpoint, mode: Mode, connections: number, durationS:
   return { result, latencies, other };
 }
 
-async function measure(
+/** One load row: a warm-up run (discarded), then a measured run with CPU accounting. */
+export async function measure(
   ep: Endpoint,
   mode: Mode,
   target: Target,
   connections: number,
-  opts: BenchOptions,
-  pids: { mock?: number | undefined; gateway?: number | undefined },
+  opts: Pick<BenchOptions, 'warmupS' | 'durationS'>,
+  pids: { mock?: number | undefined; gateway?: number | undefined; others?: number[] | undefined },
 ): Promise<LoadResult> {
   if (opts.warmupS > 0) await loadRun(ep, mode, connections, opts.warmupS, false);
   await sleep(250);
-  const c0 = { mock: cpuMs(pids.mock), gateway: cpuMs(pids.gateway), loadgen: process.cpuUsage() };
+  const gwMain = () => cpuMs(pids.gateway, pids.gateway);
+  /** CPU of the benchmark's other processes (e.g. an idle second gateway), summed. */
+  const othersMs = (): number | null => {
+    let sum = 0;
+    for (const p of pids.others ?? []) {
+      const x = cpuMs(p);
+      if (x === null) return null;
+      sum += x;
+    }
+    return sum;
+  };
+  const c0 = { mock: cpuMs(pids.mock), gateway: cpuMs(pids.gateway), gatewayMain: gwMain(), loadgen: process.cpuUsage(), machine: machineBusyMs(), others: othersMs() };
   const t0 = performance.now();
   const { result, latencies } = await loadRun(ep, mode, connections, opts.durationS, true);
   const wallMs = performance.now() - t0;
-  const c1 = { mock: cpuMs(pids.mock), gateway: cpuMs(pids.gateway), loadgen: process.cpuUsage(c0.loadgen) };
+  const c1 = { mock: cpuMs(pids.mock), gateway: cpuMs(pids.gateway), gatewayMain: gwMain(), loadgen: process.cpuUsage(c0.loadgen), machine: machineBusyMs(), others: othersMs() };
   const cpuPct = (a: number | null, b: number | null) => (a === null || b === null ? null : Math.round(((b - a) / wallMs) * 100));
+  const loadgenPct = Math.round(((c1.loadgen.user + c1.loadgen.system) / 1000 / wallMs) * 100);
+  const machinePct = cpuPct(c0.machine, c1.machine);
+  const parts = [cpuPct(c0.mock, c1.mock), cpuPct(c0.gateway, c1.gateway), cpuPct(c0.others, c1.others)];
+  const otherPct = machinePct === null || parts.some((x) => x === null) ? null : machinePct - loadgenPct - parts.reduce<number>((a, x) => a + x!, 0);
   latencies.sort((a, b) => a - b);
   const requests = result['2xx'];
+  const perReq = (a: number | null, b: number | null) => (a === null || b === null || requests === 0 || target !== 'gateway' ? null : Math.round(((b - a) * 1000) / requests));
   return {
     mode,
     target,
@@ -330,8 +411,14 @@ async function measure(
     cpuPercent: {
       mock: cpuPct(c0.mock, c1.mock),
       gateway: cpuPct(c0.gateway, c1.gateway),
-      loadgen: Math.round(((c1.loadgen.user + c1.loadgen.system) / 1000 / wallMs) * 100),
+      gatewayMain: cpuPct(c0.gatewayMain, c1.gatewayMain),
+      loadgen: loadgenPct,
+      machine: machinePct,
+      other: otherPct,
+      ...(pids.others?.length ? { idle: parts[2] } : {}),
     },
+    gatewayCpuUsPerReq: perReq(c0.gateway, c1.gateway),
+    gatewayMainCpuUsPerReq: perReq(c0.gatewayMain, c1.gatewayMain),
     loadavg1: r2(os.loadavg()[0]!),
   };
 }
@@ -421,11 +508,9 @@ async function measureTtfe(direct: Endpoint, gateway: Endpoint, opts: BenchOptio
 // Sanity check
 // ---------------------------------------------------------------------------------------------------
 
-async function sanityCheck(direct: Endpoint, gateway: Endpoint): Promise<void> {
-  for (const [name, ep] of [
-    ['direct', direct],
-    ['gateway', gateway],
-  ] as const) {
+/** One non-stream and one stream request to each endpoint must succeed with the expected body. */
+export async function sanityCheck(endpoints: ReadonlyArray<readonly [string, Endpoint]>): Promise<void> {
+  for (const [name, ep] of endpoints) {
     const r = await fetch(ep.url, { method: 'POST', headers: ep.headers, body: NON_STREAM_BODY });
     const text = await r.text();
     if (r.status !== 200) throw new Error(`${name} non-stream sanity request: status ${r.status}: ${text.slice(0, 300)}`);
@@ -443,12 +528,12 @@ async function sanityCheck(direct: Endpoint, gateway: Endpoint): Promise<void> {
 // Report
 // ---------------------------------------------------------------------------------------------------
 
-function fmt(n: number | null | undefined, digits = 2): string {
+export function fmt(n: number | null | undefined, digits = 2): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '–';
   return n.toFixed(digits);
 }
 
-function signed(n: number, digits = 2): string {
+export function signed(n: number, digits = 2): string {
   return (n >= 0 ? '+' : '') + fmt(n, digits);
 }
 
@@ -460,11 +545,12 @@ export function markdownReport(report: BenchReport): string {
   out.push(
     `Node ${m.node}, ${m.cpus}× ${m.cpuModel}, load average at start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' / ')}. ` +
       `Warm-up ${report.options.warmupS} s, measured ${report.options.durationS} s per row; latency = time to the end of the response. ` +
-      `Audit log: ${report.options.audit === false ? 'off' : 'on'}. Limits and budgets: ${report.options.metering ?? 'off'}.`,
+      `Audit log: ${report.options.audit === false ? 'off' : 'on'}. Limits and budgets: ${report.options.metering ?? 'off'}. ` +
+      `Routing: ${report.options.routing === 'pool' ? `pool of 3 (MY, MY, SG; tenant policy MY only), ${report.options.strategy}` : 'single backend'}.`,
   );
   out.push('');
-  out.push('| mode | conns | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors | non-2xx | CPU% mock / gw / loadgen |');
-  out.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|');
+  out.push('| mode | conns | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors | non-2xx | CPU% mock / gw / loadgen / other | gw CPU µs/req (main thread) |');
+  out.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|');
   for (const c of report.options.connections) {
     for (const mode of ['non-stream', 'stream'] as const) {
       const d = report.load.find((r) => r.mode === mode && r.connections === c && r.target === 'direct');
@@ -472,9 +558,10 @@ export function markdownReport(report: BenchReport): string {
       for (const r of [d, g]) {
         if (!r) continue;
         const added = r.target === 'gateway' && d ? [signed(r.p50Ms - d.p50Ms), signed(r.p99Ms - d.p99Ms)] : ['', ''];
-        const cpu = `${r.cpuPercent.mock ?? '–'} / ${r.cpuPercent.gateway ?? '–'} / ${r.cpuPercent.loadgen ?? '–'}`;
+        const cpu = `${r.cpuPercent.mock ?? '–'} / ${r.cpuPercent.gateway ?? '–'} / ${r.cpuPercent.loadgen ?? '–'} / ${r.cpuPercent.other ?? '–'}`;
+        const perReq = r.gatewayCpuUsPerReq === null || r.gatewayCpuUsPerReq === undefined ? '' : `${r.gatewayCpuUsPerReq} (${r.gatewayMainCpuUsPerReq ?? '–'})`;
         out.push(
-          `| ${mode} | ${c} | ${r.target === 'direct' ? 'direct' : 'via gateway'} | ${r.rps.toLocaleString('en-US')} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${added[0]} | ${added[1]} | ${r.errors + r.timeouts} | ${r.non2xx} | ${cpu} |`,
+          `| ${mode} | ${c} | ${r.target === 'direct' ? 'direct' : 'via gateway'} | ${r.rps.toLocaleString('en-US')} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${added[0]} | ${added[1]} | ${r.errors + r.timeouts} | ${r.non2xx} | ${cpu} | ${perReq} |`,
         );
       }
     }
@@ -529,18 +616,28 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<Benc
   const log = (s: string) => process.stderr.write(s + '\n');
   try {
     log(`starting mock upstream and gateway (${machine.cpus} CPUs, load average ${machine.loadavgStart.join(' ')})`);
-    const mock = await spawnChild('mock', 'mock-upstream.ts', ['--port', '0']);
+    const pool = opts.routing === 'pool';
+    const mock = await spawnChild('mock', 'mock-upstream.ts', ['--port', '0', '--instances', pool ? '3' : '1']);
+    const upstreams = (mock.info['urls'] as string[] | undefined) ?? [String(mock.info['url'])];
     const gwEnv: NodeJS.ProcessEnv = { ...process.env };
     const profDir = process.env['SOVRA_BENCH_CPU_PROF'] ?? (opts.cpuProf ? join(opts.outDir, 'profiles') : undefined);
     if (profDir) gwEnv['SOVRA_BENCH_CPU_PROF'] = resolve(profDir);
     else delete gwEnv['SOVRA_BENCH_CPU_PROF'];
-    const gw = await spawnChild('gateway', 'gateway-server.ts', ['--upstream', String(mock.info['url']), '--audit', opts.audit ? 'on' : 'off', '--metering', opts.metering], gwEnv);
+    const gw = await spawnChild(
+      'gateway',
+      'gateway-server.ts',
+      ['--upstream', upstreams.join(','), '--audit', opts.audit ? 'on' : 'off', '--metering', opts.metering, '--routing', opts.routing, '--strategy', opts.strategy],
+      gwEnv,
+    );
     const key = String(gw.info['key']);
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
     const direct: Endpoint = { url: `${String(mock.info['url'])}/v1/chat/completions`, headers };
     const gateway: Endpoint = { url: `${String(gw.info['url'])}/v1/chat/completions`, headers };
     const pids = { mock: mock.proc.pid, gateway: gw.proc.pid };
-    await sanityCheck(direct, gateway);
+    await sanityCheck([
+      ['direct', direct],
+      ['gateway', gateway],
+    ]);
     log(`mock ${direct.url} (pid ${pids.mock}), gateway ${gateway.url} (pid ${pids.gateway})${profDir ? `, CPU profile → ${profDir}` : ''}`);
 
     const load: LoadResult[] = [];

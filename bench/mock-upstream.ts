@@ -11,9 +11,14 @@
  *   with no delay, exactly one `res.write()` per event (the last event goes with `res.end()`);
  * - `GET /v1/models` → a one-model list; anything else → 404 (OpenAI-shaped).
  *
- * Standalone: `node --import tsx bench/mock-upstream.ts --port 0 [--host 127.0.0.1]` prints
- * `{"port":N,"url":"http://127.0.0.1:N"}` on stdout once listening; SIGINT/SIGTERM (or, with
- * `--exit-on-stdin-end`, the parent closing stdin) stop it.
+ * - `GET /_bench/stats` → `{"requests":N}`: chat requests answered on this port so far (the routing
+ *   benchmark reads it to check how a pool spread the load).
+ *
+ * Standalone: `node --import tsx bench/mock-upstream.ts --port 0 [--host 127.0.0.1] [--instances N]`
+ * prints `{"port":N,"url":"http://127.0.0.1:N","urls":[…],"pid":N}` on stdout once listening;
+ * SIGINT/SIGTERM (or, with `--exit-on-stdin-end`, the parent closing stdin) stop it. `--instances N`
+ * listens on N ports (each `--port 0`, i.e. any free port) in the same process, so N "backends" cost
+ * exactly what one does: the routing benchmark's pool (bench/routing.bench.ts) uses three.
  */
 import http from 'node:http';
 import { resolve } from 'node:path';
@@ -128,7 +133,7 @@ export interface MockUpstream {
   readonly port: number;
   /** `http://127.0.0.1:PORT` (append `/v1` for a backend base URL). */
   readonly url: string;
-  /** Requests answered so far. */
+  /** Requests answered so far (all routes). */
   requests(): number;
   close(): Promise<void>;
 }
@@ -137,10 +142,12 @@ export interface MockUpstream {
 export async function startMockUpstream(opts: { port?: number; host?: string } = {}): Promise<MockUpstream> {
   const host = opts.host ?? '127.0.0.1';
   let count = 0;
+  let chats = 0;
   const server = http.createServer({ keepAlive: true, noDelay: true, keepAliveTimeout: 120_000 }, (req, res) => {
     count++;
     const url = req.url ?? '/';
     if (req.method === 'POST' && (url === '/v1/chat/completions' || url === '/chat/completions')) {
+      chats++;
       const parts: Buffer[] = [];
       req.on('data', (c: Buffer) => parts.push(c));
       req.on('end', () => onChat(res, parts.length === 1 ? parts[0]! : Buffer.concat(parts)));
@@ -148,6 +155,7 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
     }
     req.resume();
     if (req.method === 'GET' && (url === '/v1/models' || url === '/models')) return sendJson(res, 200, MODELS_BODY);
+    if (req.method === 'GET' && url === '/_bench/stats') return sendJson(res, 200, Buffer.from(JSON.stringify({ requests: chats })));
     sendJson(res, 404, NOT_FOUND_BODY);
   });
   server.keepAliveTimeout = 120_000;
@@ -177,19 +185,25 @@ async function main(): Promise<void> {
     options: {
       port: { type: 'string', default: '0' },
       host: { type: 'string', default: '127.0.0.1' },
+      instances: { type: 'string', default: '1' },
       'exit-on-stdin-end': { type: 'boolean', default: false },
     },
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be 0-65535, got ${values.port}`);
-  const mock = await startMockUpstream({ port, host: values.host });
+  const instances = Number(values.instances);
+  if (!Number.isInteger(instances) || instances < 1 || instances > 16) throw new Error(`--instances must be 1-16, got ${values.instances}`);
+  if (instances > 1 && port !== 0) throw new Error('--instances > 1 needs --port 0 (each instance takes a free port)');
+  const mocks: MockUpstream[] = [];
+  for (let i = 0; i < instances; i++) mocks.push(await startMockUpstream({ port, host: values.host }));
+  const mock = mocks[0]!;
   let stopping = false;
   const stop = () => {
     if (stopping) return;
     stopping = true;
     const force = setTimeout(() => process.exit(0), 2_000);
     force.unref();
-    void mock.close().then(() => process.exit(0));
+    void Promise.all(mocks.map((m) => m.close())).then(() => process.exit(0));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -198,7 +212,7 @@ async function main(): Promise<void> {
     process.stdin.on('error', stop);
     process.stdin.resume();
   }
-  process.stdout.write(JSON.stringify({ port: mock.port, url: mock.url, pid: process.pid }) + '\n');
+  process.stdout.write(JSON.stringify({ port: mock.port, url: mock.url, urls: mocks.map((m) => m.url), pid: process.pid }) + '\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {

@@ -267,3 +267,16 @@ describe('configuration checks', () => {
     assert.match(r[1]!, /^tenant "db-tenant": no model .*allowed: FR/);
   });
 });
+
+describe('latency EWMA decay', () => {
+  it('an idle backend\'s EWMA decays (1/e after 10 s unused), so one slow sample does not exclude it from p2c for ever', () => {
+    let t = 1000;
+    const h = new BackendHealth({ id: 'a', maxInFlight: 0, now: () => t });
+    h.onSuccess(500);
+    assert.equal(h.ewmaMs(), 500);
+    t += 10_000;
+    assert.ok(Math.abs(h.ewmaMs()! - 500 / Math.E) < 1e-6);
+    h.onSuccess(10);
+    assert.ok(Math.abs(h.ewmaMs()! - (0.3 * 10 + 0.7 * 500)) < 1e-6, 'a new sample folds into the undecayed average and resets the clock');
+  });
+});

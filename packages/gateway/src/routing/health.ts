@@ -125,6 +125,9 @@ function positiveNumber(name: string, v: number): number {
   return v;
 }
 
+/** Time constant of the latency EWMA's decay while a backend is not picked, ms. */
+export const EWMA_DECAY_MS = 10_000;
+
 /**
  * Live health of one backend: what the router admits and the balancers read.
  * @throws {RangeError} from the constructor on invalid options
@@ -146,6 +149,7 @@ export class BackendHealth implements BackendView {
 
   #inFlight = 0;
   #ewma: number | null = null;
+  #lastSampleAt = 0;
   #state: BreakerState = 'closed';
   /** Bumped on every breaker transition; a release only frees a half-open slot of its own generation. */
   #gen = 0;
@@ -245,7 +249,12 @@ export class BackendHealth implements BackendView {
 
   /** Latency EWMA of successful attempts (ms), or null before the first success. */
   ewmaMs(): number | null {
-    return this.#ewma;
+    if (this.#ewma === null) return null;
+    // Decays while the backend is not picked (as Finagle's peak EWMA), so one slow sample — a
+    // connection set up, a cold cache — does not keep an idle backend out of power-of-two choices
+    // forever: after EWMA_DECAY_MS unused its cost has fallen to 1/e and it gets tried again.
+    const age = this.#now() - this.#lastSampleAt;
+    return age > 0 ? this.#ewma * Math.exp(-age / EWMA_DECAY_MS) : this.#ewma;
   }
 
   /** Breaker state now (moves `open` → `half_open` when the open time has elapsed). */
@@ -311,6 +320,7 @@ export class BackendHealth implements BackendView {
     this.#successes++;
     if (latencyMs >= 0 && Number.isFinite(latencyMs)) {
       this.#ewma = this.#ewma === null ? latencyMs : this.#alpha * latencyMs + (1 - this.#alpha) * this.#ewma;
+      this.#lastSampleAt = this.#now();
     }
     this.#consecutiveFailures = 0;
     const now = this.#now();
