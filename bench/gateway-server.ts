@@ -2,7 +2,7 @@
  * Start a Sovra gateway for the load benchmark, meant to run as its own process:
  *
  *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0] [--audit on|off]
- *        [--metering on|limits|off] [--routing single|pool] [--strategy p2c_ewma|weighted|least_in_flight]
+ *        [--metering on|limits|off] [--privacy on|off] [--routing single|pool] [--strategy p2c_ewma|weighted|least_in_flight]
  *
  * `--audit off` turns the transparency log off (request rows only, written after the response, as
  * before the log existed); the default `on` is the production path (row + entry committed before the
@@ -179,6 +179,7 @@ async function main(): Promise<void> {
       'exit-on-stdin-end': { type: 'boolean', default: false },
       audit: { type: 'string', default: 'on' },
       metering: { type: 'string', default: 'off' },
+      privacy: { type: 'string', default: 'on' },
       routing: { type: 'string', default: 'single' },
       strategy: { type: 'string', default: 'p2c_ewma' },
     },
@@ -208,11 +209,13 @@ async function main(): Promise<void> {
     database: { url: `sqlite:${join(dir, 'sovra.db')}` },
     logging: { level: values['log-level'] },
     audit: { enabled: values.audit !== 'off' },
+    // The privacy guard (on by default, as in a real deployment): scans every prompt; logs scrubbed.
+    privacy: { enabled: values.privacy !== 'off', scrub_logs: values.privacy !== 'off' },
     ...routingConfig(routing, upstreams, strategy, Number(values['max-connections'])),
   };
   const config = parseConfig(stringify(cfgObj), 'bench-config', {});
   const dest = pino.destination({ dest: logFile, sync: process.env['SOVRA_BENCH_LOG_SYNC'] === '1', mkdir: true });
-  const logger = createLogger(config.logging.level, dest as unknown as NodeJS.WritableStream);
+  const logger = createLogger(config.logging.level, dest as unknown as NodeJS.WritableStream, { scrub: config.privacy.scrub_logs });
   const gw = await createGateway({
     config,
     configDir: dir,

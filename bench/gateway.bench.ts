@@ -60,6 +60,7 @@ const USAGE = `Usage: node --import tsx bench/gateway.bench.ts [options]   (or: 
                       (summarise it with: node --import tsx bench/profile-summary.ts FILE)
   --out DIR           where the JSON results go (default bench/results)
   --audit on|off      the gateway's transparency log (default on; off = request rows only)
+  --privacy on|off           the privacy guard: every prompt scanned, logs scrubbed (default on)
   --metering on|limits|off   RPM/TPM limits (and with on, token budgets) on the bench key and tenant, set so high they never refuse (default off)
   --routing single|pool      single: one backend (default); pool: three backends (MY, MY, SG) on three ports of the
                       mock, a residency policy allowing only MY for the bench tenant (see bench/gateway-server.ts)
@@ -83,6 +84,8 @@ export interface BenchOptions {
   audit: boolean;
   /** Limits (`limits`), limits and budgets (`on`) on the bench key and tenant, or none (`off`). */
   metering: 'on' | 'limits' | 'off';
+  /** The gateway's privacy guard (and log scrubbing), default on. */
+  privacy: boolean;
   /** The gateway's routing configuration (see bench/gateway-server.ts). */
   routing: RoutingMode;
   /** The pool's balancing strategy (`routing: 'pool'` only). */
@@ -113,6 +116,7 @@ function parseOptions(argv: string[]): BenchOptions {
       out: { type: 'string', default: join(BENCH_DIR, 'results') },
       audit: { type: 'string', default: 'on' },
       metering: { type: 'string', default: 'off' },
+      privacy: { type: 'string', default: 'on' },
       routing: { type: 'string', default: 'single' },
       strategy: { type: 'string', default: 'p2c_ewma' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -142,6 +146,10 @@ function parseOptions(argv: string[]): BenchOptions {
       const m = values.metering;
       if (m !== 'on' && m !== 'limits' && m !== 'off') throw new Error(`--metering must be on, limits or off, got "${m}"`);
       return m;
+    })(),
+    privacy: (() => {
+      if (values.privacy !== 'on' && values.privacy !== 'off') throw new Error(`--privacy must be on or off, got "${values.privacy}"`);
+      return values.privacy === 'on';
     })(),
     audit: (() => {
       if (values.audit !== 'on' && values.audit !== 'off') throw new Error(`--audit must be on or off, got "${values.audit}"`);
@@ -626,7 +634,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<Benc
     const gw = await spawnChild(
       'gateway',
       'gateway-server.ts',
-      ['--upstream', upstreams.join(','), '--audit', opts.audit ? 'on' : 'off', '--metering', opts.metering, '--routing', opts.routing, '--strategy', opts.strategy],
+      ['--upstream', upstreams.join(','), '--audit', opts.audit ? 'on' : 'off', '--metering', opts.metering, '--privacy', opts.privacy ? 'on' : 'off', '--routing', opts.routing, '--strategy', opts.strategy],
       gwEnv,
     );
     const key = String(gw.info['key']);
