@@ -60,7 +60,7 @@
  * back: `retry-after` and `anthropic-ratelimit-*`. Health check: `GET <base_url>/v1/models`.
  */
 import { randomBytes } from 'node:crypto';
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { DEFAULT_MAX_EVENT_CHARS, SseLimitError, SseParser } from '../../sse/parser.ts';
 import type { SseItem } from '../../sse/types.ts';
 import {
@@ -73,6 +73,7 @@ import {
   type ResponseHeaders,
   type UpstreamErrorKind,
 } from '../types.ts';
+import { headerValue, mapError, passBackHeaders } from '../http-common.ts';
 import {
   AnthropicStreamTranslator,
   AnthropicTranslationError,
@@ -241,7 +242,7 @@ export class AnthropicProvider implements Provider {
       ac.signal.removeEventListener('abort', onAbortRace!);
     }
 
-    const outHeaders = passBackHeaders(res.headers);
+    const outHeaders = passBackHeaders(res.headers, PASS_BACK);
     const status = res.statusCode;
     const ctype = headerValue(res.headers['content-type']) ?? '';
     const ok = status >= 200 && status < 300;
@@ -398,36 +399,5 @@ function scrubItem(ev: SseItem, key: string | undefined): SseItem {
   return { ...ev, data: scrub(ev.data, key) };
 }
 
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
 
-function passBackHeaders(h: Record<string, string | string[] | undefined>): ResponseHeaders {
-  const out: ResponseHeaders = {};
-  for (const k in h) {
-    if (PASS_BACK.test(k)) {
-      const v = headerValue(h[k]);
-      if (v !== undefined) out[k] = v;
-    }
-  }
-  return out;
-}
 
-/** Translate undici / socket errors into {@link UpstreamError}; messages carry no secrets. */
-function mapError(err: unknown, abortKind: UpstreamErrorKind | null, t: ProviderCall['timeouts']): UpstreamError {
-  if (err instanceof UpstreamError) return err;
-  if (abortKind === 'aborted') return new UpstreamError('aborted', 'client disconnected', { cause: err });
-  if (abortKind === 'total_timeout') return new UpstreamError('total_timeout', 'upstream did not finish in time', { cause: err });
-  if (abortKind === 'first_byte_timeout')
-    return new UpstreamError('first_byte_timeout', `upstream sent no response headers within ${t.firstByteMs} ms`, { cause: err });
-  if (abortKind === 'idle_timeout') return new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`, { cause: err });
-  if (err instanceof undiciErrors.ConnectTimeoutError)
-    return new UpstreamError('connect_timeout', `could not connect to upstream within ${t.connectMs} ms`, { cause: err });
-  if (err instanceof undiciErrors.HeadersTimeoutError)
-    return new UpstreamError('first_byte_timeout', `upstream sent no response headers within ${t.firstByteMs} ms`, { cause: err });
-  if (err instanceof undiciErrors.BodyTimeoutError) return new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`, { cause: err });
-  const code = (err as { code?: string })?.code ?? '';
-  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET', 'UND_ERR_SOCKET', 'EAI_AGAIN'].includes(code))
-    return new UpstreamError('connect', `upstream connection failed (${code})`, { cause: err });
-  return new UpstreamError('protocol', `upstream exchange failed (${code || (err as Error)?.name || 'error'})`, { cause: err });
-}

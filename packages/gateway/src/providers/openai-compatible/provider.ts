@@ -12,7 +12,7 @@
  * configured static headers, and client headers explicitly listed in `forward_headers`. The client's
  * gateway key and hop-by-hop headers therefore never reach the upstream.
  */
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { DEFAULT_MAX_EVENT_CHARS, SseLimitError, SseParser } from '../../sse/parser.ts';
 import type { SseItem } from '../../sse/types.ts';
 import {
@@ -25,6 +25,7 @@ import {
   type ResponseHeaders,
   type UpstreamErrorKind,
 } from '../types.ts';
+import { headerValue, mapError, passBackHeaders } from '../http-common.ts';
 
 /** Options for {@link OpenAiCompatibleProvider}. */
 export interface OpenAiCompatibleOptions {
@@ -163,7 +164,7 @@ export class OpenAiCompatibleProvider implements Provider {
       ac.signal.removeEventListener('abort', onAbortRace!);
     }
 
-    const outHeaders = passBackHeaders(res.headers);
+    const outHeaders = passBackHeaders(res.headers, PASS_BACK);
     const ctype = headerValue(res.headers['content-type']) ?? '';
     outHeaders['content-type'] = ctype || 'application/json';
     const isStream = c.stream && res.statusCode >= 200 && res.statusCode < 300 && ctype.startsWith('text/event-stream');
@@ -274,37 +275,5 @@ export class OpenAiCompatibleProvider implements Provider {
   }
 }
 
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
 
-function passBackHeaders(h: Record<string, string | string[] | undefined>): ResponseHeaders {
-  const out: ResponseHeaders = {};
-  for (const k in h) {
-    if (PASS_BACK.test(k)) {
-      const v = headerValue(h[k]);
-      if (v !== undefined) out[k] = v;
-    }
-  }
-  return out;
-}
 
-/** Translate undici / socket errors into {@link UpstreamError}; messages carry no secrets. */
-function mapError(err: unknown, abortKind: UpstreamErrorKind | null, t: ProviderCall['timeouts']): UpstreamError {
-  if (err instanceof UpstreamError) return err;
-  if (abortKind === 'aborted') return new UpstreamError('aborted', 'client disconnected', { cause: err });
-  if (abortKind === 'total_timeout') return new UpstreamError('total_timeout', 'upstream did not finish in time', { cause: err });
-  if (abortKind === 'first_byte_timeout')
-    return new UpstreamError('first_byte_timeout', `upstream sent no response headers within ${t.firstByteMs} ms`, { cause: err });
-  if (abortKind === 'idle_timeout') return new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`, { cause: err });
-  if (err instanceof undiciErrors.ConnectTimeoutError)
-    return new UpstreamError('connect_timeout', `could not connect to upstream within ${t.connectMs} ms`, { cause: err });
-  if (err instanceof undiciErrors.HeadersTimeoutError)
-    return new UpstreamError('first_byte_timeout', `upstream sent no response headers within ${t.firstByteMs} ms`, { cause: err });
-  if (err instanceof undiciErrors.BodyTimeoutError)
-    return new UpstreamError('idle_timeout', `upstream sent nothing for ${t.idleMs} ms`, { cause: err });
-  const code = (err as { code?: string })?.code ?? '';
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EAI_AGAIN')
-    return new UpstreamError('connect', `upstream connection failed (${code})`, { cause: err });
-  return new UpstreamError('protocol', `upstream exchange failed (${code || (err as Error)?.name || 'error'})`, { cause: err });
-}
