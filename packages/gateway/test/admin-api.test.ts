@@ -207,12 +207,20 @@ describe('admin API', () => {
     assert.equal(denied.status, 403, 'the route stage must get the principal: src/pipeline/index.ts has to call routes().resolve(model, op, ctx.principal)');
     assert.equal(denied.json.error.code, 'model_not_allowed');
     assert.equal(denied.json.error.param, 'model');
+    const listed = async () => {
+      const r = await fetch(`${g.baseURL}/models`, { headers: { authorization: `Bearer ${k.json.key}` } });
+      return ((await r.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+    };
+    assert.deepEqual(await listed(), [], '/v1/models lists only the models the key may use');
+    const one = await fetch(`${g.baseURL}/models/test-model`, { headers: { authorization: `Bearer ${k.json.key}` } });
+    assert.equal(one.status, 404);
 
     const p = await api('PATCH', `/admin/v1/keys/${k.json.id}`, root, { model_allowlist: ['test-model'] });
     assert.equal(p.status, 200, p.text);
     changes.push([`admin:${rootId}`, 'keys.update', k.json.id]);
     mock.enqueue(jsonResponse(200, chatCompletion({ content: 'ok' })));
     assert.equal((await chat(k.json.key)).status, 200, 'the same process sees the change at once (cache invalidated)');
+    assert.deepEqual(await listed(), ['test-model']);
 
     const g2 = await api('GET', `/admin/v1/keys/${k.json.id}`, root);
     assert.equal(g2.json.state, 'active');

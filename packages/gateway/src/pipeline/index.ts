@@ -213,9 +213,15 @@ export class Pipeline implements DataPlane {
   async models(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const why = this.deps.notReady();
     if (why) throw new GatewayError(503, 'service_unavailable', 'not_ready', `Sovra is starting: ${why}.`, null, { 'retry-after': '2' });
-    await authenticate(this.deps.auth, req.headers.authorization);
+    const principal = await authenticate(this.deps.auth, req.headers.authorization);
     const created = 1_700_000_000;
-    const data = this.deps.routes().models().map((m) => ({ id: m.name, object: 'model', created, owned_by: 'sovra' }));
+    // A key sees the models it may use (its allowlist), like OpenAI's per-project model access.
+    const allow = principal.modelAllowlist;
+    const data = this.deps
+      .routes()
+      .models()
+      .filter((m) => allow === null || allow.includes(m.name))
+      .map((m) => ({ id: m.name, object: 'model', created, owned_by: 'sovra' }));
     const wanted = (req.params as Record<string, string>)['*']; // already URL-decoded by the router
     if (wanted !== undefined) {
       const one = data.find((d) => d.id === wanted);
