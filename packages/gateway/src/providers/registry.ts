@@ -22,16 +22,10 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
   for (const b of backends) {
     switch (b.provider) {
       case 'openai-compatible': {
-        let apiKey: string | undefined;
-        if (b.api_key_env) {
-          apiKey = env[b.api_key_env];
-          if (!apiKey) {
-            // Not fatal for the gateway: this backend is reported not ready, the others serve.
-            const reason = `environment variable ${b.api_key_env} (api_key_env) is not set`;
-            log('error', `backend ${b.id}: ${reason}; set it, or remove api_key_env if the engine needs no key`);
-            out.set(b.id, new UnavailableProvider(b.id, b.provider, reason));
-            break;
-          }
+        const apiKey = credential(b, env, log);
+        if (apiKey instanceof UnavailableProvider) {
+          out.set(b.id, apiKey);
+          break;
         }
         out.set(
           b.id,
@@ -47,15 +41,10 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
         break;
       }
       case 'anthropic': {
-        let apiKey: string | undefined;
-        if (b.api_key_env) {
-          apiKey = env[b.api_key_env];
-          if (!apiKey) {
-            const reason = `environment variable ${b.api_key_env} (api_key_env) is not set`;
-            log('error', `backend ${b.id}: ${reason}; set it, or remove api_key_env if the endpoint needs no key`);
-            out.set(b.id, new UnavailableProvider(b.id, b.provider, reason));
-            break;
-          }
+        const apiKey = credential(b, env, log);
+        if (apiKey instanceof UnavailableProvider) {
+          out.set(b.id, apiKey);
+          break;
         }
         const { AnthropicProvider } = await import('./anthropic/provider.ts');
         out.set(
@@ -91,6 +80,20 @@ export async function buildProviders(backends: BackendConfig[], configDir: strin
     }
   }
   return out;
+}
+
+/**
+ * The backend's credential from its `api_key_env` (undefined when it names none). An unset
+ * variable is not fatal for the gateway: the backend becomes an {@link UnavailableProvider}
+ * (reported not ready; the others serve), and the problem is logged without any value.
+ */
+function credential(b: { id: string; provider: string; api_key_env?: string | undefined }, env: NodeJS.ProcessEnv, log: ProviderLog): string | undefined | UnavailableProvider {
+  if (!b.api_key_env) return undefined;
+  const key = env[b.api_key_env];
+  if (key) return key;
+  const reason = `environment variable ${b.api_key_env} (api_key_env) is not set`;
+  log('error', `backend ${b.id}: ${reason}; set it, or remove api_key_env if the engine needs no key`);
+  return new UnavailableProvider(b.id, b.provider, reason);
 }
 
 /** A backend that cannot serve (misconfigured): never ready, with the reason. */

@@ -71,9 +71,8 @@ import {
   type ProviderResult,
   type ProviderState,
   type ResponseHeaders,
-  type UpstreamErrorKind,
 } from '../types.ts';
-import { headerValue, mapError, passBackHeaders } from '../http-common.ts';
+import { Exchange, headerValue, mapError, passBackHeaders } from '../http-common.ts';
 import {
   AnthropicStreamTranslator,
   AnthropicTranslationError,
@@ -195,52 +194,8 @@ export class AnthropicProvider implements Provider {
       accept: c.stream ? 'text/event-stream' : 'application/json',
       'x-request-id': c.requestId,
     };
-    const t = c.timeouts;
-    // One controller for this exchange: client abort and every timer end it; `abortKind` says why.
-    const ac = new AbortController();
-    let abortKind: UpstreamErrorKind | null = null;
-    const abortFor = (kind: UpstreamErrorKind) => {
-      abortKind ??= kind;
-      ac.abort();
-    };
-    const onClientAbort = () => abortFor('aborted');
-    c.signal.addEventListener('abort', onClientAbort, { once: true });
-    const total = c.stream ? t.streamTotalMs : t.totalMs;
-    const totalTimer = total > 0 ? setTimeout(() => abortFor('total_timeout'), total) : undefined;
-    const firstByteTimer = t.firstByteMs > 0 ? setTimeout(() => abortFor('first_byte_timeout'), t.firstByteMs) : undefined;
-    const cleanup = () => {
-      if (totalTimer) clearTimeout(totalTimer);
-      if (firstByteTimer) clearTimeout(firstByteTimer);
-      c.signal.removeEventListener('abort', onClientAbort);
-    };
-
-    let res: Dispatcher.ResponseData;
-    // undici notices the abort of a request queued behind a busy pool only at dispatch: race it.
-    let onAbortRace: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbortRace = () => reject(new Error('aborted'));
-      ac.signal.addEventListener('abort', onAbortRace, { once: true });
-    });
-    aborted.catch(() => undefined);
-    try {
-      const pending = this.pool.request({
-        method: 'POST',
-        path: this.path,
-        headers,
-        body: JSON.stringify(request),
-        signal: ac.signal,
-        headersTimeout: t.firstByteMs,
-        bodyTimeout: 0, // body gaps are timed by our own idle timer
-      });
-      pending.catch(() => undefined);
-      res = await Promise.race([pending, aborted]);
-    } catch (err) {
-      cleanup();
-      throw mapError(err, abortKind, t);
-    } finally {
-      if (firstByteTimer) clearTimeout(firstByteTimer);
-      ac.signal.removeEventListener('abort', onAbortRace!);
-    }
+    const x = new Exchange(c);
+    const res = await x.headers(this.pool, { method: 'POST', path: this.path, headers, body: JSON.stringify(request) });
 
     const outHeaders = passBackHeaders(res.headers, PASS_BACK);
     const status = res.statusCode;
@@ -248,28 +203,9 @@ export class AnthropicProvider implements Provider {
     const ok = status >= 200 && status < 300;
     const body = res.body;
 
-    // Idle timer: armed only while waiting for upstream bytes, for any body read of a streaming call.
-    const idleMs = c.stream ? t.idleMs : 0;
-    let waiting = false;
-    const idle =
-      idleMs > 0
-        ? setTimeout(() => {
-            if (waiting) abortFor('idle_timeout');
-          }, idleMs)
-        : undefined;
-    const reader = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    const nextChunk = async (): Promise<IteratorResult<Buffer>> => {
-      waiting = true;
-      idle?.refresh();
-      try {
-        return await reader.next();
-      } finally {
-        waiting = false;
-      }
-    };
+    const nextChunk = x.reader(body);
     const release = () => {
-      if (idle) clearTimeout(idle);
-      cleanup();
+      x.cleanup();
       if (!body.destroyed) {
         body.on('error', ignore); // undici reports an early destroy as an 'error' event (RequestAbortedError)
         body.destroy();
@@ -300,7 +236,7 @@ export class AnthropicProvider implements Provider {
         }
         return jsonResult(200, fromAnthropicResponse(msg, meta), outHeaders, this.apiKey);
       } catch (err) {
-        throw mapError(err, abortKind, t);
+        throw mapError(err, x.kind, c.timeouts);
       } finally {
         release();
       }
@@ -319,7 +255,7 @@ export class AnthropicProvider implements Provider {
       const expired = new Promise<null>((r) => (timer = setTimeout(() => r(null), DRAIN_MS)));
       try {
         for (let left = DRAIN_BYTES; left > 0; ) {
-          const next = reader.next();
+          const next = nextChunk();
           next.catch(ignore);
           const r = await Promise.race([next, expired]);
           if (r === null || r.done) return;
@@ -354,7 +290,7 @@ export class AnthropicProvider implements Provider {
         // An upstream that closes without message_stop gets no invented [DONE]: the stream just ends.
       } catch (err) {
         if (err instanceof SseLimitError) throw new UpstreamError('protocol', `upstream sent an event larger than ${err.limit} characters`);
-        throw mapError(err, abortKind, t);
+        throw mapError(err, x.kind, c.timeouts);
       } finally {
         release();
       }

@@ -23,9 +23,8 @@ import {
   type ProviderResult,
   type ProviderState,
   type ResponseHeaders,
-  type UpstreamErrorKind,
 } from '../types.ts';
-import { headerValue, mapError, passBackHeaders } from '../http-common.ts';
+import { Exchange, headerValue, mapError, passBackHeaders } from '../http-common.ts';
 
 /** Options for {@link OpenAiCompatibleProvider}. */
 export interface OpenAiCompatibleOptions {
@@ -113,56 +112,9 @@ export class OpenAiCompatibleProvider implements Provider {
       accept: c.stream ? 'text/event-stream' : 'application/json',
       'x-request-id': c.requestId,
     };
-    const t = c.timeouts;
-    // One controller for this exchange: client abort and every timer end it; `abortKind` says why.
-    const ac = new AbortController();
-    let abortKind: UpstreamErrorKind | null = null;
-    const abortFor = (kind: UpstreamErrorKind) => {
-      abortKind ??= kind;
-      ac.abort();
-    };
-    const onClientAbort = () => abortFor('aborted');
     if (c.signal.aborted) throw new UpstreamError('aborted', 'client went away before the upstream call');
-    c.signal.addEventListener('abort', onClientAbort, { once: true });
-    const total = c.stream ? t.streamTotalMs : t.totalMs;
-    const totalTimer = total > 0 ? setTimeout(() => abortFor('total_timeout'), total) : undefined;
-    // First byte: from now (including any wait for a pooled connection) until response headers.
-    const firstByteTimer = t.firstByteMs > 0 ? setTimeout(() => abortFor('first_byte_timeout'), t.firstByteMs) : undefined;
-    const cleanup = () => {
-      if (totalTimer) clearTimeout(totalTimer);
-      if (firstByteTimer) clearTimeout(firstByteTimer);
-      c.signal.removeEventListener('abort', onClientAbort);
-    };
-
-    let res: Dispatcher.ResponseData;
-    // undici only notices an abort of a request queued for a busy pool once it is dispatched, so
-    // race the abort ourselves (the queued request is then dropped at dispatch, signal already set).
-    let onAbortRace: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbortRace = () => reject(new Error('aborted'));
-      ac.signal.addEventListener('abort', onAbortRace, { once: true });
-    });
-    aborted.catch(() => undefined);
-    try {
-      const pending = this.pool.request({
-        method: 'POST',
-        path: this.basePath + PATHS[c.operation],
-        headers,
-        body: payload,
-        signal: ac.signal,
-        headersTimeout: t.firstByteMs,
-        // Body gaps are timed by our own idle timer (undici's timers are coarse, ~1 s).
-        bodyTimeout: 0,
-      });
-      pending.catch(() => undefined);
-      res = await Promise.race([pending, aborted]);
-    } catch (err) {
-      cleanup();
-      throw mapError(err, abortKind, t);
-    } finally {
-      if (firstByteTimer) clearTimeout(firstByteTimer);
-      ac.signal.removeEventListener('abort', onAbortRace!);
-    }
+    const x = new Exchange(c);
+    const res = await x.headers(this.pool, { method: 'POST', path: this.basePath + PATHS[c.operation], headers, body: payload });
 
     const outHeaders = passBackHeaders(res.headers, PASS_BACK);
     const ctype = headerValue(res.headers['content-type']) ?? '';
@@ -170,26 +122,7 @@ export class OpenAiCompatibleProvider implements Provider {
     const isStream = c.stream && res.statusCode >= 200 && res.statusCode < 300 && ctype.startsWith('text/event-stream');
     const body = res.body;
 
-    // Idle timer: armed only while we wait for upstream bytes (not while the client is slow to read),
-    // for streams and for any body read on behalf of a streaming request.
-    const idleMs = c.stream ? t.idleMs : 0;
-    let waiting = false;
-    const idle =
-      idleMs > 0
-        ? setTimeout(() => {
-            if (waiting) abortFor('idle_timeout');
-          }, idleMs)
-        : undefined;
-    const reader = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    const nextChunk = async (): Promise<IteratorResult<Buffer>> => {
-      waiting = true;
-      idle?.refresh(); // (re)starts the countdown, also after it fired while we were not waiting
-      try {
-        return await reader.next();
-      } finally {
-        waiting = false;
-      }
-    };
+    const nextChunk = x.reader(body);
 
     if (!isStream) {
       try {
@@ -206,10 +139,9 @@ export class OpenAiCompatibleProvider implements Provider {
         }
         return { kind: 'json', status: res.statusCode, headers: outHeaders, body: this.scrubBuffer(Buffer.concat(chunks, size)) };
       } catch (err) {
-        throw mapError(err, abortKind, t);
+        throw mapError(err, x.kind, c.timeouts);
       } finally {
-        if (idle) clearTimeout(idle);
-        cleanup();
+        x.cleanup();
         if (!body.destroyed) body.destroy();
       }
     }
@@ -229,10 +161,9 @@ export class OpenAiCompatibleProvider implements Provider {
         for (let i = 0; i < rest.length; i++) yield scrub(rest[i]!);
       } catch (err) {
         if (err instanceof SseLimitError) throw new UpstreamError('protocol', `upstream sent an event larger than ${err.limit} characters`);
-        throw mapError(err, abortKind, t);
+        throw mapError(err, x.kind, c.timeouts);
       } finally {
-        if (idle) clearTimeout(idle);
-        cleanup();
+        x.cleanup();
         if (!body.destroyed) body.destroy();
       }
     }
