@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { startGateway, type TestGateway } from './helpers/gateway.ts';
-import { allEntries, until } from './helpers/audit.ts';
+import { allEntries, auditEntry } from './helpers/audit.ts';
 import { anthropicProbe, chatCompletion, probeUpstream, responsesObject, type AnthropicProbe, type ProbeUpstream, type ProbeReply } from './helpers/privacy-probe-upstream.ts';
 import { createKey } from '../src/keys/keys.ts';
 import { PrivacyGuard } from '../src/privacy/guard.ts';
@@ -225,12 +225,7 @@ async function forwarded<T>(f: () => Promise<T>): Promise<{ result: T; bodies: s
   const result = await f();
   return { result, bodies: up.posts().slice(n).map((r) => r.body) };
 }
-async function entryOf(id: string): Promise<Record<string, any>> {
-  return until(async () => {
-    const { entries } = await allEntries(g.origin, g.gw.audit()!.vkey);
-    return entries.map((e) => JSON.parse(e.toString('utf8')) as Record<string, any>).find((e) => e['id'] === id);
-  });
-}
+const entryOf = (id: string) => auditEntry(g.origin, g.gw.audit()!.vkey, id);
 /** Scripts the probe for the duration of `f`. */
 async function withReply<T>(reply: (r: { json: Record<string, any> }) => ProbeReply, f: () => Promise<T>): Promise<T> {
   up.reply = reply;

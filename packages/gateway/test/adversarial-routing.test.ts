@@ -17,7 +17,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { startGateway, type TestGateway } from './helpers/gateway.ts';
 import { advUpstream, type AdvUpstream } from './helpers/adversarial-upstream.ts';
-import { allEntries, until } from './helpers/audit.ts';
+import { allEntries, until, auditEntry } from './helpers/audit.ts';
 import { createKey } from '../src/keys/keys.ts';
 import { createAdmin, createTenant } from '../src/tenancy/index.ts';
 import { createBudget, listBudgets } from '../src/metering/index.ts';
@@ -116,20 +116,7 @@ const got = (u: AdvUpstream, marker: string) => u.seen.filter((s) => s.body.incl
 /** Requests whose marker starts with `prefix` that `u` received. */
 const gotPrefix = (u: AdvUpstream, prefix: string) => u.seen.filter((s) => s.body.includes(prefix)).length;
 
-async function entryOf(g: TestGateway, id: string): Promise<Entry> {
-  return until(
-    async () => {
-      const { entries } = await allEntries(g.origin, g.gw.audit()!.vkey);
-      for (const e of entries) {
-        const rec = JSON.parse(e.toString('utf8')) as Entry;
-        if (rec.id === id) return rec;
-      }
-      return undefined;
-    },
-    10_000,
-    `audit entry ${id}`,
-  );
-}
+const entryOf = (g: TestGateway, id: string): Promise<Entry> => auditEntry<Entry>(g.origin, g.gw.audit()!.vkey, id);
 
 async function adminEntries(g: TestGateway, action: string): Promise<Entry[]> {
   await g.gw.audit()!.drain();

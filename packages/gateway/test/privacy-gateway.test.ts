@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGateway, type TestGateway } from './helpers/gateway.ts';
-import { allEntries, until } from './helpers/audit.ts';
+import { allEntries, auditEntry } from './helpers/audit.ts';
 import { createKey } from '../src/keys/keys.ts';
 
 const MYKAD = '570306-09-3427';
@@ -114,12 +114,7 @@ describe('privacy guard through the gateway', () => {
     });
     return { status: r.status, text: await r.text(), id: r.headers.get('x-request-id')! };
   }
-  async function entryOf(id: string): Promise<Record<string, any>> {
-    return until(async () => {
-      const { entries } = await allEntries(g.origin, g.gw.audit()!.vkey);
-      return entries.map((e) => JSON.parse(e.toString('utf8'))).find((e) => e.id === id);
-    });
-  }
+  const entryOf = (id: string) => auditEntry(g.origin, g.gw.audit()!.vkey, id);
   const streamText = (sse: string) =>
     sse
       .split('\n\n')

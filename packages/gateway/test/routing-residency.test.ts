@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGateway, type TestGateway } from './helpers/gateway.ts';
 import { scriptedUpstream, type ScriptedUpstream } from './helpers/upstreams.ts';
-import { allEntries, until } from './helpers/audit.ts';
+import { auditEntry } from './helpers/audit.ts';
 import { createKey } from '../src/keys/keys.ts';
 
 interface Entry {
@@ -19,20 +19,7 @@ interface Entry {
   policy: { residency: string[]; pii: string[] };
 }
 
-async function entryOf(g: TestGateway, id: string): Promise<Entry> {
-  return until(
-    async () => {
-      const { entries } = await allEntries(g.origin, g.gw.audit()!.vkey);
-      for (const e of entries) {
-        const rec = JSON.parse(e.toString('utf8')) as Entry;
-        if (rec.id === id) return rec;
-      }
-      return undefined;
-    },
-    10_000,
-    `audit entry ${id}`,
-  );
-}
+const entryOf = (g: TestGateway, id: string): Promise<Entry> => auditEntry<Entry>(g.origin, g.gw.audit()!.vkey, id);
 
 async function chat(g: TestGateway, key: string, headers: Record<string, string> = {}, extra: Record<string, unknown> = {}) {
   const r = await fetch(`${g.baseURL}/chat/completions`, {

@@ -80,3 +80,22 @@ export async function until<T>(fn: () => Promise<T | undefined | null | false> |
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * The decoded record of the log entry whose `id` is `id` (a request id or an admin entry id),
+ * waiting (up to `timeoutMs`) until a checkpoint covers it.
+ */
+export async function auditEntry<T = Record<string, any>>(origin: string, vkey: string, id: string, timeoutMs = 10_000): Promise<T> {
+  return until(
+    async () => {
+      const { entries } = await allEntries(origin, vkey);
+      for (const e of entries) {
+        const rec = JSON.parse(e.toString('utf8')) as { id?: unknown };
+        if (rec.id === id) return rec as T;
+      }
+      return undefined;
+    },
+    timeoutMs,
+    `audit entry ${id}`,
+  );
+}
