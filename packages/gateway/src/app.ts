@@ -111,6 +111,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     requestTimeoutMs: config.server.request_timeout_ms,
     dataPlane: pipeline,
     admin: { store: () => (phase ? null : (store ?? null)), journal: () => journal ?? null, audited, invalidateKeys: () => (auth?.invalidate(), metering?.invalidate()),
+      flushBudgets: async () => metering?.flush(),
       routing: {
         report: () => routing.report(),
         generation: () => routing.table().generation,
@@ -167,6 +168,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       ...(config.metering.redis_url ? { redisUrl: config.metering.redis_url } : {}),
       prices: config.metering.prices,
       defaultMaxTokens: config.metering.default_max_tokens,
+      onError: (err) => logger.error({ err }, 'writing settled budget usage to the database failed; it is kept and retried'),
     });
     auth = new KeyAuthenticator(store);
     phase = null;

@@ -23,10 +23,26 @@ const PG = process.env['SOVRA_TEST_POSTGRES_URL'];
 const REQ = { tenantId: 'ten_a', keyId: 'key_a', model: 'm', promptTokens: 10, maxTokens: 10 } as const;
 const WORST = 20;
 
+/**
+ * Every Metering of this file, so that `usageRow` can flush their allotments first: the rows then
+ * show exactly settled usage and reservations in flight (allotments.ts).
+ */
+const live = new Set<Metering>();
+class TrackedMetering extends Metering {
+  constructor(...args: ConstructorParameters<typeof Metering>) {
+    super(...args);
+    live.add(this);
+  }
+  override async close(): Promise<void> {
+    live.delete(this);
+    await super.close();
+  }
+}
+
 if (process.env['METERING_RACE_CHILD'] === '1') {
   // Child of the multi-process race: N concurrent admissions, never settled; prints the counts.
   const store = await openStore(`sqlite:${process.env['METERING_DB']}`);
-  const m = new Metering(store, { prices: {}, defaultMaxTokens: 10 });
+  const m = new TrackedMetering(store, { prices: {}, defaultMaxTokens: 10 });
   const n = Number(process.env['METERING_N']);
   const results = await Promise.allSettled(Array.from({ length: n }, () => m.admit(REQ)));
   const admitted = results.filter((r) => r.status === 'fulfilled').length;
@@ -49,6 +65,7 @@ function registerTests(): void {
   }
 
   async function usageRow(store: Store, b: Budget, now = Date.now()): Promise<{ used: number; reserved: number }> {
+    for (const m of live) await m.flush();
     const [s] = await listBudgets(store, { scopes: [b.scope] }, now);
     const st = (await listBudgets(store, { scopes: [b.scope] }, now)).find((x) => x.id === b.id) ?? s!;
     return { used: st.used, reserved: st.reserved };
@@ -72,7 +89,7 @@ function registerTests(): void {
   describe('budgets on SQLite', () => {
     test('200 concurrent admissions against a budget for 50: exactly 50 admitted; settle releases', async () => {
       const store = await sqliteStore();
-      const m = new Metering(store, { prices: {}, defaultMaxTokens: 4096 });
+      const m = new TrackedMetering(store, { prices: {}, defaultMaxTokens: 4096 });
       try {
         const b = await createBudget(store, { scope: { kind: 'key', id: 'key_a' }, unit: 'tokens', amount: 50 * WORST, period: 'fixed' });
         const admitted = await race([m], 200);
@@ -113,15 +130,15 @@ function registerTests(): void {
       const file = join(tmpRoot, `two-${randomBytes(4).toString('hex')}.db`);
       const s1 = await sqliteStore(file);
       const s2 = await sqliteStore(file);
-      const m1 = new Metering(s1, { prices: {}, defaultMaxTokens: 10 });
-      const m2 = new Metering(s2, { prices: {}, defaultMaxTokens: 10 });
+      const m1 = new TrackedMetering(s1, { prices: {}, defaultMaxTokens: 10 });
+      const m2 = new TrackedMetering(s2, { prices: {}, defaultMaxTokens: 10 });
       try {
         const b = await createBudget(s1, { scope: { kind: 'tenant', id: 'ten_a' }, unit: 'tokens', amount: 50 * WORST, period: 'month' });
         const admitted = await race([m1, m2], 200);
         assert.equal(admitted.length, 50);
         assert.deepEqual(await usageRow(s2, b), { used: 0, reserved: 1000 });
         // an admission settles on the instance that made it; another instance ignores it (cost 0, nothing touched)
-        assert.deepEqual(await new Metering(s1, { prices: {}, defaultMaxTokens: 1 }).settle(admitted[0]!, { prompt_tokens: 10, completion_tokens: 10 }), { costMicros: 0 });
+        assert.deepEqual(await new TrackedMetering(s1, { prices: {}, defaultMaxTokens: 1 }).settle(admitted[0]!, { prompt_tokens: 10, completion_tokens: 10 }), { costMicros: 0 });
         assert.deepEqual(await usageRow(s1, b), { used: 0, reserved: 1000 });
         await Promise.all(admitted.map((a) => Promise.all([m1.settle(a, { prompt_tokens: 10, completion_tokens: 10 }), m2.settle(a, { prompt_tokens: 10, completion_tokens: 10 })])));
         assert.deepEqual(await usageRow(s1, b), { used: 1000, reserved: 0 });
@@ -165,7 +182,7 @@ function registerTests(): void {
 
     test('key and tenant budgets: all or nothing, a later misfit gives back the earlier reservation', async () => {
       const store = await sqliteStore();
-      const m = new Metering(store, { prices: {}, defaultMaxTokens: 10 });
+      const m = new TrackedMetering(store, { prices: {}, defaultMaxTokens: 10 });
       try {
         const kb = await createBudget(store, { scope: { kind: 'key', id: 'key_a' }, unit: 'tokens', amount: 1000, period: 'day' });
         const tb = await createBudget(store, { scope: { kind: 'tenant', id: 'ten_a' }, unit: 'tokens', amount: 3 * WORST, period: 'day' });
@@ -191,7 +208,7 @@ function registerTests(): void {
     test('micro-USD budgets reserve the worst-case cost and settle the actual cost', async () => {
       const store = await sqliteStore();
       // 1 USD per 1M input tokens = 1 micro-USD per token; 4 micro-USD per output token
-      const m = new Metering(store, { prices: { m: { input_per_1m_usd: 1, output_per_1m_usd: 4 } }, defaultMaxTokens: 100 });
+      const m = new TrackedMetering(store, { prices: { m: { input_per_1m_usd: 1, output_per_1m_usd: 4 } }, defaultMaxTokens: 100 });
       try {
         const b = await createBudget(store, { scope: { kind: 'tenant', id: 'ten_a' }, unit: 'usd_micros', amount: 1000, period: 'month' });
         const a1 = await m.admit({ ...REQ, promptTokens: 100, maxTokens: null }); // 100 + 4 × 100 = 500
@@ -213,7 +230,7 @@ function registerTests(): void {
     test('periods: a new UTC day starts from zero; retry-after counts to the next period', async () => {
       const store = await sqliteStore();
       let now = Date.UTC(2025, 2, 31, 23, 59, 30);
-      const m = new Metering(store, { prices: {}, defaultMaxTokens: 10, now: () => now });
+      const m = new TrackedMetering(store, { prices: {}, defaultMaxTokens: 10, now: () => now });
       try {
         const b = await createBudget(store, { scope: { kind: 'key', id: 'key_a' }, unit: 'tokens', amount: WORST, period: 'day' });
         const a = await m.admit(REQ);
@@ -244,7 +261,7 @@ function registerTests(): void {
 
     test('without limits and budgets: empty headers, no database write, prompt not counted', async () => {
       const store = await sqliteStore();
-      const m = new Metering(store, { prices: { m: { input_per_1m_usd: 1, output_per_1m_usd: 1 } }, defaultMaxTokens: 10 });
+      const m = new TrackedMetering(store, { prices: { m: { input_per_1m_usd: 1, output_per_1m_usd: 1 } }, defaultMaxTokens: 10 });
       try {
         const changes = () => (store.sqlite!.prepare('select total_changes() as n').get() as { n: number }).n;
         await m.admit(REQ); // warm the definitions cache
@@ -271,7 +288,7 @@ function registerTests(): void {
     test('definitions are cached at most 2 s; invalidate() applies a change at once', async () => {
       const store = await sqliteStore();
       let now = Date.now();
-      const m = new Metering(store, { prices: {}, defaultMaxTokens: 10, now: () => now });
+      const m = new TrackedMetering(store, { prices: {}, defaultMaxTokens: 10, now: () => now });
       try {
         await m.admit(REQ);
         await createBudget(store, { scope: { kind: 'key', id: 'key_a' }, unit: 'tokens', amount: 0, period: 'fixed' });
@@ -297,8 +314,8 @@ function registerTests(): void {
       const s1 = await openStore(PG!, { pgSchema: schema });
       await s1.migrate();
       const s2 = await openStore(PG!, { pgSchema: schema });
-      const m1 = new Metering(s1, { prices: {}, defaultMaxTokens: 10 });
-      const m2 = new Metering(s2, { prices: {}, defaultMaxTokens: 10 });
+      const m1 = new TrackedMetering(s1, { prices: {}, defaultMaxTokens: 10 });
+      const m2 = new TrackedMetering(s2, { prices: {}, defaultMaxTokens: 10 });
       try {
         for (const [label, ms, scope] of [
           ['one pool', [m1], { kind: 'key', id: 'key_a' }],

@@ -1,59 +1,76 @@
 /**
- * The budget ledger of the request path: reserve worst cases, settle actual usage, on the
- * `budget_usage` table (one row per budget and period).
+ * The budget ledger in the database: the `budget_usage` table (one row per budget and period), on
+ * which gateway processes take and give back **allotments** (see `allotments.ts`).
  *
  * Never overspent, whatever the concurrency and however many gateway processes share the database:
- * a reservation is ONE conditional statement per budget row,
+ * capacity is only ever taken with ONE conditional statement per budget row,
  *
- *     UPDATE budget_usage SET reserved = reserved + :x
- *      WHERE budget_id = :id AND period_start = :p AND used + reserved + :x <= :amount AND used < :amount
+ *     UPDATE budget_usage SET reserved = reserved + :g
+ *      WHERE budget_id = :id AND period_start = :p AND used + reserved + :g (+ :margin) <= :amount AND used < :amount
+ *     RETURNING used, reserved
  *
- * whose changed-row count says whether it fitted (the period row is created first with
- * insert-or-ignore when missing). The database serialises these statements on the row, so the sum
- * of successful reservations can never pass the amount. (`used < amount` makes an exhausted budget
- * refuse zero-cost requests too.) A request with several budgets reserves them in a fixed order
- * (by budget id) and gives back those already taken when a later one does not fit.
+ * whose returned row says whether it fitted (the period row is created first with insert-or-ignore
+ * when missing). The database serialises these statements on the row, so the sum of everything
+ * taken can never pass the amount. (`used < amount` makes an exhausted budget refuse zero-cost
+ * requests too.) Giving back (`reserved -= r`) and charging (`used += u`) are unconditional.
  *
- * - SQLite: the native better-sqlite3 handle with cached prepared statements, all budgets of a
- *   request in one savepoint (the rollback gives back what was taken); the operations of one
+ * - SQLite: the native better-sqlite3 handle with cached prepared statements; the operations of one
  *   event-loop turn share one `BEGIN IMMEDIATE` transaction (group commit, see `#flush`).
- * - PostgreSQL: autocommitted statements through Kysely/pg; compensating updates give back what
- *   was taken.
+ * - PostgreSQL: autocommitted statements through Kysely/pg.
  */
 import { sql } from 'kysely';
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Store } from '../store/db.ts';
 
-/** One budget row to reserve on. */
-export interface HoldRequest {
+/** One grant: take `need + extra` when that leaves `margin` free, else `need` alone, else nothing. */
+export interface GrantRequest {
   budgetId: string;
   /** Period start, ms since epoch (0 for fixed budgets). */
   periodStart: number;
   /** Budget amount per period, in its unit. */
   amount: number;
-  /** What to reserve, in the budget's unit (integer ≥ 0). */
-  reserve: number;
+  /** What must be taken for the caller to proceed (integer ≥ 0, in the budget's unit). */
+  need: number;
+  /** Taken on top of `need` only while `used + reserved + need + extra + margin <= amount` (integer ≥ 0). */
+  extra: number;
+  /** Capacity an extra must leave untouched (integer ≥ 0). */
+  margin: number;
+  /** Given back (`reserved -= release`) before taking (integer ≥ 0; default 0). */
+  release?: number;
 }
 
-/** One reservation to settle. */
-export interface HoldSettle {
+/** What a grant did. */
+export interface GrantResult {
+  /** Whether `need` fitted (false: nothing was taken). */
+  fitted: boolean;
+  /** Taken: `need + extra`, `need`, or 0 when not even `need` fitted. */
+  granted: number;
+  /** `amount - used - reserved` after the statement (may be negative after overage; Infinity when unknown). */
+  free: number;
+}
+
+/** One adjustment of a row: `used += used`, `reserved -= release` (rows deleted meanwhile are skipped). */
+export interface Adjustment {
   budgetId: string;
   periodStart: number;
-  /** What was reserved. */
-  reserved: number;
-  /** What was actually consumed (may exceed `reserved`). */
-  actual: number;
+  /** Charged (integer ≥ 0). */
+  used: number;
+  /** Given back (integer ≥ 0). */
+  release: number;
 }
 
-/** Reserve / settle on `budget_usage` rows (one implementation per dialect). */
+/** Grants and adjustments on `budget_usage` rows (one implementation per dialect). */
 export interface Ledger {
   /**
-   * Reserves on every row in the given order, all or nothing.
-   * @returns -1 when all fitted, else the index of the first hold that did not fit (nothing stays reserved)
+   * Takes capacity from one row (see {@link GrantRequest}).
+   * @throws the database error (nothing was taken or given back then)
    */
-  reserve(holds: readonly HoldRequest[]): Promise<number>;
-  /** `reserved -= reserved, used += actual` on every row (rows deleted meanwhile are skipped). */
-  settle(holds: readonly HoldSettle[]): Promise<void>;
+  grant(g: GrantRequest): Promise<GrantResult>;
+  /**
+   * Applies adjustments (one transaction on SQLite).
+   * @throws the database error (nothing was applied then)
+   */
+  adjust(ops: readonly Adjustment[]): Promise<void>;
 }
 
 /** The ledger for a store's dialect. */
@@ -63,33 +80,51 @@ export function createLedger(store: Store): Ledger {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-class Misfit {
-  constructor(readonly index: number) {}
-}
+type Op = { kind: 'grant'; g: GrantRequest } | { kind: 'adjust'; ops: readonly Adjustment[] };
+type OpResult = { ok: true; r: GrantResult | null } | { ok: false; err: unknown };
 
 class SqliteLedger implements Ledger {
   readonly #native: BetterSqlite3.Database;
-  readonly #reserveTx: BetterSqlite3.Transaction<(holds: readonly HoldRequest[]) => void>;
-  readonly #settleTx: BetterSqlite3.Transaction<(holds: readonly HoldSettle[]) => void>;
+  readonly #run: (op: Op) => GrantResult | null;
 
   constructor(native: BetterSqlite3.Database) {
     this.#native = native;
-    const take = native.prepare(
-      'UPDATE budget_usage SET reserved = reserved + @x WHERE budget_id = @id AND period_start = @p AND used + reserved + @x <= @amount AND used < @amount',
+    const takeMargin = native.prepare(
+      'UPDATE budget_usage SET reserved = reserved + @g WHERE budget_id = @id AND period_start = @p AND used + reserved + @g + @margin <= @amount AND used < @amount RETURNING used, reserved',
     );
+    const take = native.prepare(
+      'UPDATE budget_usage SET reserved = reserved + @g WHERE budget_id = @id AND period_start = @p AND used + reserved + @g <= @amount AND used < @amount RETURNING used, reserved',
+    );
+    const read = native.prepare('SELECT used, reserved FROM budget_usage WHERE budget_id = ? AND period_start = ?');
     const create = native.prepare('INSERT INTO budget_usage (budget_id, period_start, used, reserved) VALUES (?, ?, 0, 0) ON CONFLICT DO NOTHING');
-    const settle = native.prepare('UPDATE budget_usage SET reserved = reserved - @r, used = used + @a WHERE budget_id = @id AND period_start = @p');
-    this.#reserveTx = native.transaction((holds: readonly HoldRequest[]) => {
-      holds.forEach((h, i) => {
-        const args = { x: h.reserve, id: h.budgetId, p: h.periodStart, amount: h.amount };
-        if (take.run(args).changes === 1) return;
-        if (create.run(h.budgetId, h.periodStart).changes === 1 && take.run(args).changes === 1) return;
-        throw new Misfit(i); // rolls back the reservations already taken
-      });
-    });
-    this.#settleTx = native.transaction((holds: readonly HoldSettle[]) => {
-      for (const h of holds) settle.run({ r: h.reserved, a: h.actual, id: h.budgetId, p: h.periodStart });
-    });
+    const adjust = native.prepare('UPDATE budget_usage SET reserved = reserved - @r, used = used + @u WHERE budget_id = @id AND period_start = @p');
+    type Row = { used: number; reserved: number };
+    const free = (g: GrantRequest, row: Row | undefined) => (row ? g.amount - Number(row.used) - Number(row.reserved) : Infinity);
+    const grantOnce = (g: GrantRequest): GrantResult | null => {
+      const base = { id: g.budgetId, p: g.periodStart, amount: g.amount };
+      if (g.extra > 0) {
+        const row = takeMargin.get({ ...base, g: g.need + g.extra, margin: g.margin }) as Row | undefined;
+        if (row) return { fitted: true, granted: g.need + g.extra, free: free(g, row) };
+      }
+      const row = take.get({ ...base, g: g.need }) as Row | undefined;
+      if (row) return { fitted: true, granted: g.need, free: free(g, row) };
+      return null;
+    };
+    this.#run = (op) => {
+      if (op.kind === 'adjust') {
+        for (const a of op.ops) adjust.run({ r: a.release, u: a.used, id: a.budgetId, p: a.periodStart });
+        return null;
+      }
+      const g = op.g;
+      if (g.release) adjust.run({ r: g.release, u: 0, id: g.budgetId, p: g.periodStart });
+      const first = grantOnce(g);
+      if (first) return first;
+      if (create.run(g.budgetId, g.periodStart).changes === 1) {
+        const second = grantOnce(g);
+        if (second) return second;
+      }
+      return { fitted: false, granted: 0, free: free(g, read.get(g.budgetId, g.periodStart) as Row | undefined) };
+    };
   }
 
   /**
@@ -101,19 +136,16 @@ class SqliteLedger implements Ledger {
   }
 
   /**
-   * Group commit of ledger operations: every reserve / settle asked for during one turn of the
-   * event loop runs in ONE `BEGIN IMMEDIATE` transaction, each operation in its own savepoint
-   * (better-sqlite3 nests transaction functions as savepoints), in arrival order. Semantics are
-   * those of one transaction per operation — a reservation that does not fit rolls back only its
-   * own savepoint — but the write lock is taken once per batch instead of once per request, so the
-   * event loop waits far less often for the store worker's commits.
+   * Group commit: every grant and adjustment asked for during one turn of the event loop runs in
+   * ONE `BEGIN IMMEDIATE` transaction, each operation in its own savepoint, in arrival order, so
+   * the write lock is taken once per batch.
    */
-  #queue: Array<{ kind: 'reserve' | 'settle'; holds: readonly (HoldRequest | HoldSettle)[]; resolve: (n: number) => void; reject: (e: unknown) => void }> = [];
+  #queue: Array<{ op: Op; resolve: (r: GrantResult | null) => void; reject: (e: unknown) => void }> = [];
   #scheduled = false;
 
-  #enqueue(kind: 'reserve' | 'settle', holds: readonly (HoldRequest | HoldSettle)[]): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      this.#queue.push({ kind, holds, resolve, reject });
+  #enqueue(op: Op): Promise<GrantResult | null> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ op, resolve, reject });
       if (!this.#scheduled) {
         this.#scheduled = true;
         setImmediate(() => void this.#flush());
@@ -126,7 +158,7 @@ class SqliteLedger implements Ledger {
     const ops = this.#queue;
     this.#queue = [];
     this.#scheduled = false;
-    const results: Array<{ ok: true; n: number } | { ok: false; err: unknown }> = [];
+    const results: OpResult[] = [];
     try {
       this.#batchTx.immediate(ops, results);
     } catch (err) {
@@ -136,40 +168,35 @@ class SqliteLedger implements Ledger {
     }
     ops.forEach((op, i) => {
       const r = results[i]!;
-      if (r.ok) op.resolve(r.n);
+      if (r.ok) op.resolve(r.r);
       else op.reject(r.err);
     });
   }
 
-  #batch: ReturnType<SqliteLedger['makeBatch']> | undefined;
-  get #batchTx(): ReturnType<SqliteLedger['makeBatch']> {
-    return (this.#batch ??= this.makeBatch());
-  }
-
-  /** @internal the batch transaction function (built on first use, after the constructor). */
-  makeBatch() {
-    return this.#native.transaction((ops: ReadonlyArray<{ kind: 'reserve' | 'settle'; holds: readonly (HoldRequest | HoldSettle)[] }>, out: Array<{ ok: true; n: number } | { ok: false; err: unknown }>) => {
-      for (const op of ops) {
-        try {
-          if (op.kind === 'reserve') this.#reserveTx(op.holds as readonly HoldRequest[]);
-          else this.#settleTx(op.holds as readonly HoldSettle[]);
-          out.push({ ok: true, n: -1 });
-        } catch (err) {
-          if (err instanceof Misfit) out.push({ ok: true, n: err.index });
-          else out.push({ ok: false, err });
+  #batch: BetterSqlite3.Transaction<(ops: ReadonlyArray<{ op: Op }>, out: OpResult[]) => void> | undefined;
+  get #batchTx(): BetterSqlite3.Transaction<(ops: ReadonlyArray<{ op: Op }>, out: OpResult[]) => void> {
+    if (!this.#batch) {
+      const one = this.#native.transaction((op: Op) => this.#run(op));
+      this.#batch = this.#native.transaction((ops: ReadonlyArray<{ op: Op }>, out: OpResult[]) => {
+        for (const { op } of ops) {
+          try {
+            out.push({ ok: true, r: one(op) });
+          } catch (err) {
+            out.push({ ok: false, err });
+          }
         }
-      }
-    });
+      });
+    }
+    return this.#batch;
   }
 
-  async reserve(holds: readonly HoldRequest[]): Promise<number> {
-    if (holds.length === 0) return -1;
-    return this.#enqueue('reserve', holds);
+  async grant(g: GrantRequest): Promise<GrantResult> {
+    return (await this.#enqueue({ kind: 'grant', g }))!;
   }
 
-  async settle(holds: readonly HoldSettle[]): Promise<void> {
-    if (holds.length === 0) return;
-    await this.#enqueue('settle', holds);
+  async adjust(ops: readonly Adjustment[]): Promise<void> {
+    if (ops.length === 0) return;
+    await this.#enqueue({ kind: 'adjust', ops });
   }
 }
 
@@ -179,52 +206,45 @@ class PostgresLedger implements Ledger {
     this.#store = store;
   }
 
-  async #take(h: HoldRequest): Promise<boolean> {
-    const r = await sql`UPDATE budget_usage SET reserved = reserved + cast(${h.reserve} as bigint)
-      WHERE budget_id = ${h.budgetId} AND period_start = cast(${h.periodStart} as bigint)
-        AND used + reserved + cast(${h.reserve} as bigint) <= cast(${h.amount} as bigint) AND used < cast(${h.amount} as bigint)`.execute(this.#store.db);
-    return Number(r.numAffectedRows ?? 0n) === 1;
+  async #take(g: GrantRequest, amount: number, margin: number): Promise<{ used: unknown; reserved: unknown } | undefined> {
+    const r = await sql<{ used: unknown; reserved: unknown }>`UPDATE budget_usage SET reserved = reserved + cast(${amount} as bigint)
+      WHERE budget_id = ${g.budgetId} AND period_start = cast(${g.periodStart} as bigint)
+        AND used + reserved + cast(${amount} as bigint) + cast(${margin} as bigint) <= cast(${g.amount} as bigint) AND used < cast(${g.amount} as bigint)
+      RETURNING used, reserved`.execute(this.#store.db);
+    return r.rows[0];
   }
 
-  async reserve(holds: readonly HoldRequest[]): Promise<number> {
+  async #grantOnce(g: GrantRequest): Promise<GrantResult | null> {
+    const free = (row: { used: unknown; reserved: unknown }) => g.amount - Number(row.used) - Number(row.reserved);
+    if (g.extra > 0) {
+      const row = await this.#take(g, g.need + g.extra, g.margin);
+      if (row) return { fitted: true, granted: g.need + g.extra, free: free(row) };
+    }
+    const row = await this.#take(g, g.need, 0);
+    return row ? { fitted: true, granted: g.need, free: free(row) } : null;
+  }
+
+  async grant(g: GrantRequest): Promise<GrantResult> {
     const db = this.#store.db;
-    for (let i = 0; i < holds.length; i++) {
-      const h = holds[i]!;
-      let ok: boolean;
-      try {
-        ok = await this.#take(h);
-        if (!ok) {
-          await sql`INSERT INTO budget_usage (budget_id, period_start, used, reserved)
-            VALUES (${h.budgetId}, cast(${h.periodStart} as bigint), 0, 0) ON CONFLICT DO NOTHING`.execute(db);
-          // Retry even when another request created the row between our two statements.
-          ok = await this.#take(h);
-        }
-      } catch (err) {
-        await this.#giveBack(holds.slice(0, i)).catch(() => undefined);
-        throw err;
-      }
-      if (!ok) {
-        await this.#giveBack(holds.slice(0, i));
-        return i;
-      }
-    }
-    return -1;
+    if (g.release) await this.adjust([{ budgetId: g.budgetId, periodStart: g.periodStart, used: 0, release: g.release }]);
+    const first = await this.#grantOnce(g);
+    if (first) return first;
+    await sql`INSERT INTO budget_usage (budget_id, period_start, used, reserved)
+      VALUES (${g.budgetId}, cast(${g.periodStart} as bigint), 0, 0) ON CONFLICT DO NOTHING`.execute(db);
+    // Retry even when another process created the row between our two statements.
+    const second = await this.#grantOnce(g);
+    if (second) return second;
+    const r = await db.selectFrom('budget_usage').select(['used', 'reserved']).where('budget_id', '=', g.budgetId).where('period_start', '=', g.periodStart).executeTakeFirst();
+    return { fitted: false, granted: 0, free: r ? g.amount - Number(r.used) - Number(r.reserved) : Infinity };
   }
 
-  /** Gives back reservations this request already took (in the same order). */
-  async #giveBack(taken: readonly HoldRequest[]): Promise<void> {
-    for (const t of taken) {
-      await sql`UPDATE budget_usage SET reserved = reserved - cast(${t.reserve} as bigint)
-        WHERE budget_id = ${t.budgetId} AND period_start = cast(${t.periodStart} as bigint)`.execute(this.#store.db);
-    }
-  }
-
-  async settle(holds: readonly HoldSettle[]): Promise<void> {
-    await Promise.all(
-      holds.map((h) =>
-        sql`UPDATE budget_usage SET reserved = reserved - cast(${h.reserved} as bigint), used = used + cast(${h.actual} as bigint)
-          WHERE budget_id = ${h.budgetId} AND period_start = cast(${h.periodStart} as bigint)`.execute(this.#store.db),
-      ),
-    );
+  async adjust(ops: readonly Adjustment[]): Promise<void> {
+    if (ops.length === 0) return;
+    await this.#store.db.transaction().execute(async (trx) => {
+      for (const a of ops) {
+        await sql`UPDATE budget_usage SET reserved = reserved - cast(${a.release} as bigint), used = used + cast(${a.used} as bigint)
+          WHERE budget_id = ${a.budgetId} AND period_start = cast(${a.periodStart} as bigint)`.execute(trx);
+      }
+    });
   }
 }

@@ -6,7 +6,8 @@ import { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Store } from '../store/db.ts';
 import { MeteringError, formatReset, retryAfterSeconds } from './errors.ts';
-import { createLedger, type HoldRequest, type Ledger } from './ledger.ts';
+import { createLedger } from './ledger.ts';
+import { Allotments, type AllotmentHold, type Taken } from './allotments.ts';
 import { nextPeriodStart, periodStart } from './periods.ts';
 import { costMicros, type PriceTable } from './prices.ts';
 import { loadBudgets, loadLimits } from './storage.ts';
@@ -44,6 +45,8 @@ export interface MeteringOptions {
   keyPrefix?: string;
   /** Clock for budget periods and the definitions cache (ms since epoch). Default `Date.now`. */
   now?: () => number;
+  /** Called when a background write of settled usage fails (it is retried); default: ignored. */
+  onError?: (err: unknown) => void;
 }
 
 /** A counter consumed by an admitted request (to give back or correct later). */
@@ -66,6 +69,8 @@ interface AdmissionState {
   model: string;
   tpm: Consumed[];
   holds: BudgetHold[];
+  /** The allotment reservations behind `holds` (same order). */
+  taken: Taken[];
   settled: Promise<{ costMicros: number }> | null;
 }
 
@@ -91,14 +96,17 @@ interface Check {
  * every process using the same Redis and `keyPrefix`; when Redis fails, a per-process memory
  * limiter stands in). A change of a scope's limit value starts a fresh in-memory window.
  *
- * Budgets are reserved in the database (see `ledger.ts`): never overspent, also across processes.
+ * Budgets are reserved from allotments this process takes from the database (see `allotments.ts`
+ * and `ledger.ts`): never overspent, also across processes; the database is only visited when an
+ * allotment runs out.
  *
  * Limit and budget definitions are cached per scope for at most {@link DEFINITIONS_TTL_MS};
  * {@link invalidate} drops the cache at once.
  */
 export class Metering {
   readonly #store: Store;
-  readonly #ledger: Ledger;
+  readonly #opts: MeteringOptions;
+  readonly #allotments: Allotments;
   readonly #prices: PriceTable;
   readonly #defaultMaxTokens: number;
   readonly #prefix: string;
@@ -119,7 +127,8 @@ export class Metering {
    */
   constructor(store: Store, opts: MeteringOptions) {
     this.#store = store;
-    this.#ledger = createLedger(store);
+    this.#opts = opts;
+    this.#allotments = new Allotments(createLedger(store), { now: () => this.#now(), ...(opts.onError ? { onError: opts.onError } : {}) });
     this.#prices = opts.prices;
     this.#defaultMaxTokens = Math.max(0, Math.floor(opts.defaultMaxTokens));
     this.#prefix = opts.keyPrefix ?? 'sovra:rl';
@@ -174,10 +183,13 @@ export class Metering {
     if (this.#closed) throw new Error('metering is closed');
     const keyScope: Scope = { kind: 'key', id: r.keyId };
     const tenantScope: Scope = { kind: 'tenant', id: r.tenantId };
-    const [kd, td] = await Promise.all([this.#definitions(keyScope), this.#definitions(tenantScope)]);
+    // Cached definitions are used synchronously (no promise per request on the hot path).
+    const kc = this.#cached(keyScope);
+    const tc = this.#cached(tenantScope);
+    const [kd, td] = kc && tc ? [kc, tc] : await Promise.all([kc ?? this.#definitions(keyScope), tc ?? this.#definitions(tenantScope)]);
     if (kd.limits === null && td.limits === null && kd.budgets.length === 0 && td.budgets.length === 0) {
       const a: Admission = { headers: {}, reservedCompletionTokens: null };
-      this.#states.set(a, { model: r.model, tpm: [], holds: [], settled: null });
+      this.#states.set(a, { model: r.model, tpm: [], holds: [], taken: [], settled: null });
       return a;
     }
     // Tokens are only needed for TPM limits and budgets (an RPM-only key skips counting).
@@ -236,12 +248,13 @@ export class Metering {
       periodStart: periodStart(b.period, nowMs),
       reserved: b.unit === 'tokens' ? worst : costMicros(this.#prices, r.model, { prompt_tokens: prompt, completion_tokens: maxTokens }),
     }));
+    let taken: Taken[] = [];
     if (holds.length > 0) {
       let misfit: number;
       try {
-        misfit = await this.#ledger.reserve(
-          holds.map((h): HoldRequest => ({ budgetId: h.budget.id, periodStart: h.periodStart, amount: h.budget.amount, reserve: h.reserved })),
-        );
+        ({ misfit, taken } = await this.#allotments.reserve(
+          holds.map((h): AllotmentHold => ({ budgetId: h.budget.id, periodStart: h.periodStart, amount: h.budget.amount, reserve: h.reserved })),
+        ));
       } catch (err) {
         await this.#giveBack(consumed);
         throw err;
@@ -263,7 +276,7 @@ export class Metering {
     }
     const reserves = holds.length > 0 || consumed.some((c) => c.metric === 'tpm');
     const a: Admission = { headers: this.#headers(results, false), reservedCompletionTokens: reserves ? maxTokens : null };
-    this.#states.set(a, { model: r.model, tpm: consumed.filter((c) => c.metric === 'tpm'), holds, settled: null });
+    this.#states.set(a, { model: r.model, tpm: consumed.filter((c) => c.metric === 'tpm'), holds, taken, settled: null });
     return a;
   }
 
@@ -276,8 +289,9 @@ export class Metering {
    *
    * @param usage tokens actually used; null counts as 0 tokens
    * @returns the request's cost in micro-USD (0 for unpriced models or an admission this instance did not make)
-   * Idempotent: later calls return the first call's result without touching anything. When the
-   * database write fails, the promise rejects and a later call may retry.
+   * Idempotent: later calls return the first call's result without touching anything. Budgets are
+   * settled in this process's allotments (in memory); the database row follows within
+   * `FLUSH_MS` (see `allotments.ts`), or at once with {@link flush}.
    */
   settle(a: Admission, usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<{ costMicros: number }> {
     const st = this.#states.get(a);
@@ -305,13 +319,10 @@ export class Metering {
         // best effort: a TPM correction lost to a Redis failure only shifts one window
       }
     });
-    await this.#ledger.settle(
-      st.holds.map((h) => ({
-        budgetId: h.budget.id,
-        periodStart: h.periodStart,
-        reserved: h.reserved,
-        actual: h.budget.unit === 'tokens' ? actualTokens : cost,
-      })),
+    // In memory: the allotments write usage to the database in the background (see allotments.ts).
+    this.#allotments.settle(
+      st.taken,
+      st.holds.map((h) => (h.budget.unit === 'tokens' ? actualTokens : cost)),
     );
     await Promise.all(corrections);
     return { costMicros: cost };
@@ -324,11 +335,30 @@ export class Metering {
     this.#loading.clear();
   }
 
-  /** Closes the Redis connection (if any). Idempotent; `admit` throws afterwards. */
+  /**
+   * Writes the usage settled in this process to the `budget_usage` rows and gives back the free
+   * capacity of its allotments, so that the rows show exactly `used` = settled usage and
+   * `reserved` = reservations in flight (of this process). Call before reading budgets for display.
+   * @throws the database error (the writes are kept and retried later)
+   */
+  async flush(): Promise<void> {
+    await this.#allotments.flush(true);
+  }
+
+  /**
+   * Writes settled usage and gives back allotments (see {@link flush}; a failure is reported to
+   * `onError`), then closes the Redis connection (if any). Idempotent; `admit` throws afterwards.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.invalidate();
+    try {
+      await this.#allotments.flush(true);
+    } catch (err) {
+      this.#opts.onError?.(err);
+    }
+    this.#allotments.close();
     if (this.#redis) {
       try {
         await this.#redis.quit();
@@ -338,11 +368,18 @@ export class Metering {
     }
   }
 
+  /** The cached definitions of `scope` while fresh, else null. */
+  #cached(scope: Scope): ScopeDefs | null {
+    const hit = this.#defs.get(scopeKey(scope));
+    if (!hit) return null;
+    const now = this.#now();
+    return now - hit.at < DEFINITIONS_TTL_MS && now >= hit.at ? hit : null;
+  }
+
   async #definitions(scope: Scope): Promise<ScopeDefs> {
     const k = scopeKey(scope);
-    const now = this.#now();
-    const hit = this.#defs.get(k);
-    if (hit && now - hit.at < DEFINITIONS_TTL_MS && now >= hit.at) return hit;
+    const hit = this.#cached(scope);
+    if (hit) return hit;
     const inflight = this.#loading.get(k);
     if (inflight) return inflight;
     const gen = this.#generation;

@@ -84,6 +84,11 @@ export interface AdminApiDeps {
   audited: boolean;
   /** Makes the data-plane caches (keys, limits, budgets) forget everything (called after every change). */
   invalidateKeys(): void;
+  /**
+   * Writes this process's settled budget usage and gives back its unused allotments, so that the
+   * budgets read next show exact `used` / `reserved` for this process (omitted: nothing to flush).
+   */
+  flushBudgets?(): Promise<void>;
   /** Clock, ms since epoch (tests). Default `Date.now`. */
   now?: () => number;
   /** Routing: backends' state and hot reload (omitted: those routes answer 404). */
@@ -433,6 +438,10 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminApiDeps): v
     });
 
     const now = deps.now ?? Date.now;
+    /** A failed flush only makes the figures read next less fresh: never fail the read for it. */
+    const flushBudgets = async (): Promise<void> => {
+      await deps.flushBudgets?.().catch(() => undefined);
+    };
     const ready = (): { store: Store; journal: Journal | null } => {
       const store = deps.store();
       const journal = deps.journal();
@@ -781,6 +790,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminApiDeps): v
           const tenantId = q.tenant_id ?? tenantScope(p);
           if (tenantId !== null) scopes = await tenantScopes(store, tenantId);
         }
+        await flushBudgets();
         const bs = await listBudgets(store, scopes ? { scopes } : {}, now());
         return { object: 'list', data: bs.map(budgetOut) };
       },
@@ -818,6 +828,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminApiDeps): v
           state: (x) => x,
           undo: (x) => deleteBudget(store, x.id),
         });
+        await flushBudgets();
         const state = (await listBudgets(store, { scopes: [scope] }, now())).find((x) => x.id === made.id);
         return reply.code(201).send(budgetOut(state ?? made));
       },

@@ -1,0 +1,314 @@
+/**
+ * Budget allotments: each gateway process takes slices of a budget from the database and serves
+ * reservations from them in memory, so the request path touches the database only when a slice
+ * runs out, not twice per request.
+ *
+ * The scheme is the quota-lease idea of Google's Doorman and Envoy's quota service, on top of the
+ * database's conditional update (`ledger.ts`):
+ *
+ * - An **allotment** is what this process holds of one budget row (budget id + period start):
+ *   `leased` — capacity counted in the row's `reserved` column on this process's behalf;
+ *   `inFlight` — reservations of admitted requests not yet settled; `unflushed` — actual usage of
+ *   settled requests not yet written to the row's `used` column. Its free capacity is
+ *   `leased − inFlight − unflushed`.
+ * - **Reserve:** a request that fits the free capacity is admitted in memory. Otherwise the process
+ *   takes the shortfall from the row — plus an *extra* of up to {@link MAX_EXTRA_REQUESTS} such
+ *   requests, at most 1/{@link EXTRA_DIVISOR} of what is free, and only while the extra leaves a
+ *   *margin* of 1/{@link MARGIN_DIVISOR} of the amount untouched. Near the end of a budget (the
+ *   margin) every grant is exact, and the allotment enters **end game**: it gives back what it does
+ *   not use at the next turn, so the last requests are admitted exactly as if every reservation
+ *   went to the database (no capacity stranded in an idle process).
+ * - **Settle** is in memory (`inFlight −= reserved`, `unflushed += actual`); a timer writes usage
+ *   to the row every {@link FLUSH_MS} ms (`used += u`, `reserved −= u`) and gives back the free
+ *   capacity of an allotment unused for {@link IDLE_MS} ms.
+ *
+ * Never overspent: the database only ever hands out capacity with the conditional update, and a
+ * process admits only within what it was handed. Across processes, capacity held by one process's
+ * allotment is not available to another until given back (at most its extras, for at most
+ * {@link IDLE_MS} ms once idle, or at once in end game). What the row shows lags by at most
+ * {@link FLUSH_MS} ms; {@link Allotments.flush} writes everything and gives back all free capacity now.
+ * A process that crashes leaves its allotment counted as reserved (as a crash during a request
+ * always did), until the period ends.
+ */
+import type { Adjustment, GrantRequest, Ledger } from './ledger.ts';
+
+/** Most requests of the current size an extra covers. */
+export const MAX_EXTRA_REQUESTS = 128;
+/** An extra is at most 1/EXTRA_DIVISOR of the row's free capacity. */
+export const EXTRA_DIVISOR = 16;
+/** The last 1/MARGIN_DIVISOR of a budget is only ever granted exactly (end game). */
+export const MARGIN_DIVISOR = 16;
+/** Usage is written to the database at least this often while there is some (ms). */
+export const FLUSH_MS = 100;
+/** Free capacity of an allotment unused for this long is given back (ms). */
+export const IDLE_MS = 1000;
+
+/** A reservation to make on one budget row. */
+export interface AllotmentHold {
+  budgetId: string;
+  /** Period start, ms since epoch (0 for fixed budgets). */
+  periodStart: number;
+  /** Budget amount per period, in its unit. */
+  amount: number;
+  /** What to reserve, in the budget's unit (integer ≥ 0). */
+  reserve: number;
+}
+
+/** What this process holds of one budget row; see the module documentation. */
+export class Allotment {
+  readonly budgetId: string;
+  readonly periodStart: number;
+  /** The budget amount the capacity was taken under. */
+  amount: number;
+  leased = 0;
+  inFlight = 0;
+  unflushed = 0;
+  /** `amount − used − reserved` of the row at our last statement (Infinity: not known yet). */
+  knownFree = Infinity;
+  /** Near the end of the budget: exact grants, free capacity given back at once. */
+  endGame = false;
+  /** The amount changed since capacity was taken: give it all back before taking more. */
+  stale = false;
+  lastUse = 0;
+  /** Trips to the database queued or running (an allotment is never dropped while > 0). */
+  pending = 0;
+  /** Serialises this allotment's trips to the database. */
+  tail: Promise<unknown> = Promise.resolve();
+
+  constructor(budgetId: string, periodStart: number, amount: number) {
+    this.budgetId = budgetId;
+    this.periodStart = periodStart;
+    this.amount = amount;
+  }
+
+  /** Capacity held and not spoken for. */
+  get free(): number {
+    return this.leased - this.inFlight - this.unflushed;
+  }
+}
+
+/** One reservation taken by {@link Allotments.reserve}, to hand back to {@link Allotments.settle}. */
+export interface Taken {
+  readonly allotment: Allotment;
+  readonly reserved: number;
+}
+
+/** The allotments of one process (one per budget row); see the module documentation. */
+export class Allotments {
+  readonly #ledger: Ledger;
+  readonly #now: () => number;
+  readonly #map = new Map<string, Allotment>();
+  #timer: NodeJS.Timeout | undefined;
+  #soon = false;
+  /** The adjustment write in progress, if any. */
+  #writing: Promise<void> | null = null;
+  #onError: (err: unknown) => void;
+
+  /**
+   * @param ledger the database side
+   * @param opts `now`: clock (ms since epoch) for idle times; `onError`: called when a background
+   *   write fails (it is retried at the next flush)
+   */
+  constructor(ledger: Ledger, opts: { now?: () => number; onError?: (err: unknown) => void } = {}) {
+    this.#ledger = ledger;
+    this.#now = opts.now ?? Date.now;
+    this.#onError = opts.onError ?? (() => undefined);
+  }
+
+  #get(h: AllotmentHold): Allotment {
+    const k = `${h.periodStart}\u0000${h.budgetId}`;
+    let a = this.#map.get(k);
+    if (!a) {
+      a = new Allotment(h.budgetId, h.periodStart, h.amount);
+      this.#map.set(k, a);
+    } else if (a.amount !== h.amount) {
+      // The budget was changed by an admin: capacity taken under the old amount is given back first.
+      a.amount = h.amount;
+      a.stale = true;
+      a.endGame = false;
+      a.knownFree = Infinity;
+    }
+    return a;
+  }
+
+  /**
+   * Reserves on every row in the given order, all or nothing.
+   * @returns `misfit` −1 and the reservations taken when all fitted, else the index of the first
+   *   hold that did not fit (nothing stays reserved then)
+   * @throws the database error (nothing stays reserved)
+   */
+  async reserve(holds: readonly AllotmentHold[]): Promise<{ misfit: number; taken: Taken[] }> {
+    const taken: Taken[] = [];
+    try {
+      for (let i = 0; i < holds.length; i++) {
+        const h = holds[i]!;
+        const a = this.#get(h);
+        a.lastUse = this.#now();
+        // Zero-size holds go to the database, which refuses them once the budget is exhausted.
+        if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
+          a.inFlight += h.reserve;
+          taken.push({ allotment: a, reserved: h.reserve });
+          continue;
+        }
+        if (!(await this.#grow(a, h))) {
+          this.#giveBack(taken);
+          return { misfit: i, taken: [] };
+        }
+        taken.push({ allotment: a, reserved: h.reserve });
+      }
+    } catch (err) {
+      this.#giveBack(taken);
+      throw err;
+    }
+    return { misfit: -1, taken };
+  }
+
+  #giveBack(taken: readonly Taken[]): void {
+    for (const t of taken) t.allotment.inFlight -= t.reserved;
+    if (taken.length > 0) this.#schedule();
+  }
+
+  /** Takes what `h` lacks from the database (serialised per allotment); on success `h` is reserved. */
+  #grow(a: Allotment, h: AllotmentHold): Promise<boolean> {
+    const run = async (): Promise<boolean> => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
+          a.inFlight += h.reserve;
+          return true;
+        }
+        const release = a.stale ? Math.max(0, a.free) : 0;
+        const have = a.stale ? 0 : a.free;
+        const need = Math.max(0, h.reserve - have);
+        const margin = Math.floor(a.amount / MARGIN_DIVISOR);
+        let extra = 0;
+        if (!a.endGame && h.reserve > 0) {
+          const room = Math.min(a.knownFree, a.amount) - need - margin;
+          extra = h.reserve * Math.min(MAX_EXTRA_REQUESTS, Math.floor(Math.max(0, room) / (h.reserve * EXTRA_DIVISOR)));
+        }
+        const g: GrantRequest = { budgetId: a.budgetId, periodStart: a.periodStart, amount: a.amount, need, extra, margin, release };
+        // Applied locally first, so a concurrent flush never gives it back twice.
+        a.leased -= release;
+        a.stale = false;
+        let r;
+        try {
+          r = await this.#ledger.grant(g);
+        } catch (err) {
+          a.leased += release;
+          a.stale = release > 0 || a.stale;
+          throw err;
+        }
+        a.leased += r.granted;
+        a.knownFree = r.free;
+        // Exact grants (no extra asked, or only `need` fitted) mean the budget is close to its end.
+        if (h.reserve > 0 && r.fitted) a.endGame = extra === 0 || r.granted < need + extra;
+        if (!r.fitted) {
+          a.endGame = true;
+          this.#schedule(); // end game: what this allotment holds goes back at once
+          return false;
+        }
+        if (h.reserve === 0) return true; // the row accepted a zero-size request (not exhausted)
+      }
+      return false; // taken by concurrent requests three times over: refuse rather than loop
+    };
+    a.pending++;
+    const p = a.tail.then(run, run).finally(() => {
+      a.pending--;
+    });
+    a.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * Settles reservations (in memory): `taken[i]` becomes its actual usage `actual[i]` (in the
+   * budget's unit; may exceed the reservation: recorded, not clamped). Written to the database by
+   * the next flush.
+   */
+  settle(taken: readonly Taken[], actual: readonly number[]): void {
+    const now = this.#now();
+    taken.forEach((t, i) => {
+      const a = t.allotment;
+      a.inFlight -= t.reserved;
+      a.unflushed += Math.max(0, actual[i] ?? 0);
+      a.lastUse = now;
+    });
+    if (taken.length > 0) this.#schedule();
+  }
+
+  /** Ensures a flush: at the next turn for end-game allotments, else within FLUSH_MS. */
+  #schedule(): void {
+    const urgent = [...this.#map.values()].some((a) => a.endGame && (a.unflushed > 0 || a.free > 0));
+    if (urgent && !this.#soon) {
+      this.#soon = true;
+      setImmediate(() => {
+        this.#soon = false;
+        void this.#flushSafe(false);
+      });
+    }
+    if (!this.#timer && this.#map.size > 0) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        void this.#flushSafe(false).finally(() => {
+          if (this.#map.size > 0) this.#schedule();
+        });
+      }, FLUSH_MS);
+      this.#timer.unref();
+    }
+  }
+
+  async #flushSafe(all: boolean): Promise<void> {
+    try {
+      await this.flush(all);
+    } catch (err) {
+      this.#onError(err);
+    }
+  }
+
+  /**
+   * Writes settled usage to the database and gives back free capacity: of every allotment when
+   * `all` (default), else of end-game and idle ones only.
+   * @throws the database error (the writes are kept and retried by the next flush)
+   */
+  async flush(all = true): Promise<void> {
+    while (this.#writing) await this.#writing.catch(() => undefined);
+    const now = this.#now();
+    const ops: Adjustment[] = [];
+    const undo: Array<() => void> = [];
+    for (const [k, a] of this.#map) {
+      const u = a.unflushed;
+      // Usage turns held capacity into used capacity; in-flight reservations stay covered.
+      const fromLease = Math.min(u, Math.max(0, a.leased - a.inFlight));
+      let release = fromLease;
+      const idle = a.inFlight === 0 && now - a.lastUse >= IDLE_MS;
+      if (all || a.endGame || a.stale || idle) release += Math.max(0, a.leased - fromLease - a.inFlight);
+      if (u === 0 && release === 0) {
+        if (a.leased === 0 && a.inFlight === 0 && a.pending === 0) this.#map.delete(k);
+        continue;
+      }
+      a.unflushed -= u;
+      a.leased -= release;
+      if (release > 0 && a.stale && a.leased === a.inFlight) a.stale = false;
+      undo.push(() => {
+        a.unflushed += u;
+        a.leased += release;
+      });
+      ops.push({ budgetId: a.budgetId, periodStart: a.periodStart, used: u, release });
+    }
+    if (ops.length === 0) return;
+    const w = this.#ledger.adjust(ops);
+    this.#writing = w;
+    try {
+      await w;
+    } catch (err) {
+      for (const f of undo) f();
+      throw err;
+    } finally {
+      this.#writing = null;
+    }
+  }
+
+  /** Stops the timer (call {@link flush} first to write everything). */
+  close(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * Budget allotments (metering/allotments.ts) against an in-memory ledger with the database's
+ * semantics, and against a real SQLite ledger: the database is visited once per slice, not per
+ * request; never overspent under random interleavings of several processes, sizes, settles and
+ * overage; exact in the end game; idle and stale capacity given back; failed writes kept.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Allotments, IDLE_MS, MARGIN_DIVISOR, type Taken } from '../src/metering/allotments.ts';
+import { createLedger, type Adjustment, type GrantRequest, type GrantResult, type Ledger } from '../src/metering/ledger.ts';
+import { openStore } from '../src/store/db.ts';
+import { createBudget, listBudgets } from '../src/metering/index.ts';
+
+/** `budget_usage` rows (by budget id), with the conditional update of ledger.ts; async like a database. */
+class FakeLedger implements Ledger {
+  readonly rows = new Map<string, { used: number; reserved: number }>();
+  grants = 0;
+  adjusts = 0;
+  failNextAdjust = false;
+  /** Largest `used + reserved` ever seen on row `b1` right after a grant. */
+  maxCommitted = 0;
+  row(id = 'b1'): { used: number; reserved: number } {
+    let r = this.rows.get(id);
+    if (!r) this.rows.set(id, (r = { used: 0, reserved: 0 }));
+    return r;
+  }
+  get used(): number {
+    return this.row().used;
+  }
+  get reserved(): number {
+    return this.row().reserved;
+  }
+  async grant(g: GrantRequest): Promise<GrantResult> {
+    await Promise.resolve();
+    this.grants++;
+    const row = this.row(g.budgetId);
+    if (g.release) row.reserved -= g.release;
+    const fits = (x: number, margin: number) => row.used + row.reserved + x + margin <= g.amount && row.used < g.amount;
+    let granted = -1;
+    if (g.extra > 0 && fits(g.need + g.extra, g.margin)) granted = g.need + g.extra;
+    else if (fits(g.need, 0)) granted = g.need;
+    if (granted < 0) return { fitted: false, granted: 0, free: g.amount - row.used - row.reserved };
+    row.reserved += granted;
+    if (g.budgetId === 'b1') this.maxCommitted = Math.max(this.maxCommitted, row.used + row.reserved);
+    return { fitted: true, granted, free: g.amount - row.used - row.reserved };
+  }
+  async adjust(ops: readonly Adjustment[]): Promise<void> {
+    await Promise.resolve();
+    if (this.failNextAdjust) {
+      this.failNextAdjust = false;
+      throw new Error('disk I/O error');
+    }
+    this.adjusts++;
+    for (const a of ops) {
+      const row = this.row(a.budgetId);
+      row.used += a.used;
+      row.reserved -= a.release;
+    }
+  }
+}
+
+const hold = (amount: number, reserve: number) => ({ budgetId: 'b1', periodStart: 0, amount, reserve });
+
+/** A tiny deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('budget allotments', () => {
+  test('the database is visited once per slice, not once per request; flush leaves exact rows', async () => {
+    const db = new FakeLedger();
+    const al = new Allotments(db);
+    try {
+      for (let i = 0; i < 1000; i++) {
+        const r = await al.reserve([hold(10_000_000, 100)]);
+        assert.equal(r.misfit, -1);
+        al.settle(r.taken, [60]);
+      }
+      assert.ok(db.grants <= 1000 / 20, `${db.grants} grants for 1000 requests`);
+      await al.flush();
+      assert.equal(db.used, 60_000, 'every settled request charged once');
+      assert.equal(db.reserved, 0, 'nothing in flight: everything given back');
+    } finally {
+      al.close();
+    }
+  });
+
+  test('in flight stays reserved in the row after a flush; usage beyond a reservation is charged, not clamped', async () => {
+    const db = new FakeLedger();
+    const al = new Allotments(db);
+    try {
+      const a = await al.reserve([hold(1_000_000, 500)]);
+      const b = await al.reserve([hold(1_000_000, 500)]);
+      al.settle(a.taken, [2000]); // overage
+      await al.flush();
+      assert.deepEqual({ used: db.used, reserved: db.reserved }, { used: 2000, reserved: 500 });
+      al.settle(b.taken, [100]);
+      await al.flush();
+      assert.deepEqual({ used: db.used, reserved: db.reserved }, { used: 2100, reserved: 0 });
+    } finally {
+      al.close();
+    }
+  });
+
+  test('random interleavings of three processes: never more than the amount (plus charged overage) taken, everything given back at the end', async () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const rand = rng(seed);
+      const db = new FakeLedger();
+      const amount = 2000 + Math.floor(rand() * 50_000);
+      const procs = [new Allotments(db), new Allotments(db), new Allotments(db)];
+      const open: Array<{ p: Allotments; taken: Taken[] }> = [];
+      let admitted = 0;
+      let overage = 0;
+      const ops: Promise<void>[] = [];
+      for (let i = 0; i < 400; i++) {
+        const p = procs[Math.floor(rand() * procs.length)]!;
+        const size = 1 + Math.floor(rand() * 300);
+        ops.push(
+          p.reserve([hold(amount, size)]).then((r) => {
+            if (r.misfit >= 0) return;
+            admitted++;
+            open.push({ p, taken: r.taken });
+          }),
+        );
+        if (rand() < 0.4 && open.length > 0) {
+          const o = open.splice(Math.floor(rand() * open.length), 1)[0]!;
+          const res = o.taken[0]!.reserved;
+          const actual = rand() < 0.1 ? res + 50 : Math.floor(rand() * res);
+          overage += Math.max(0, actual - res);
+          o.p.settle(o.taken, [actual]);
+        }
+        if (rand() < 0.05) ops.push(procs[Math.floor(rand() * procs.length)]!.flush(rand() < 0.5));
+        if (rand() < 0.3) await Promise.resolve();
+      }
+      await Promise.all(ops);
+      assert.ok(admitted > 0, `seed ${seed}: some admitted`);
+      // Only the conditional update hands out capacity: committed never passes the amount plus overage charged.
+      assert.ok(db.maxCommitted <= amount + overage, `seed ${seed}: committed ${db.maxCommitted} > ${amount} + overage ${overage}`);
+      for (const o of open) o.p.settle(o.taken, [o.taken[0]!.reserved]);
+      for (const p of procs) await p.flush();
+      assert.equal(db.reserved, 0, `seed ${seed}: every allotment given back`);
+      for (const p of procs) p.close();
+    }
+  });
+
+  test('end game: two processes with demand beyond a budget for 50 admit exactly 50, and give back what they hold', async () => {
+    for (const amount of [50 * 20, 5000 * 20]) {
+      const db = new FakeLedger();
+      const a = new Allotments(db);
+      const b = new Allotments(db);
+      const n = amount / 20;
+      const res = await Promise.all(Array.from({ length: n * 3 }, (_, i) => (i % 2 ? a : b).reserve([hold(amount, 20)])));
+      assert.equal(res.filter((r) => r.misfit === -1).length, n, `amount ${amount}`);
+      assert.equal(db.used + db.reserved, amount);
+      a.close();
+      b.close();
+    }
+  });
+
+  test('end game is exact even after extras: a slice taken early is used up before the row refuses', async () => {
+    const db = new FakeLedger();
+    const a = new Allotments(db);
+    const b = new Allotments(db);
+    const amount = 16 * 20 * 40;
+    let ok = 0;
+    // Sequential, alternating: each process takes slices with extras, then exact grants in the last 1/16.
+    for (let i = 0; i < 700; i++) {
+      const p = i % 3 === 0 ? a : b;
+      const r = await p.reserve([hold(amount, 20)]);
+      if (r.misfit === -1) ok++;
+    }
+    assert.equal(ok, amount / 20);
+    assert.ok(db.grants < 700, 'extras were used before the end game');
+    a.close();
+    b.close();
+  });
+
+  test('all or nothing over several budgets: a misfit on the second gives back the first in memory', async () => {
+    const db = new FakeLedger();
+    const al = new Allotments(db);
+    const big = { budgetId: 'a', periodStart: 0, amount: 1_000_000, reserve: 10 };
+    const small = { budgetId: 'b', periodStart: 0, amount: 25, reserve: 10 };
+    const r1 = await al.reserve([big, small]);
+    const r2 = await al.reserve([big, small]);
+    const r3 = await al.reserve([big, small]);
+    assert.deepEqual([r1.misfit, r2.misfit, r3.misfit], [-1, -1, 1]);
+    assert.deepEqual(r3.taken, []);
+    al.settle([...r1.taken, ...r2.taken], [10, 10, 10, 10]);
+    await al.flush();
+    assert.deepEqual(db.row('a'), { used: 20, reserved: 0 });
+    assert.deepEqual(db.row('b'), { used: 20, reserved: 0 }, 'the third request took nothing');
+    al.close();
+  });
+
+  test('idle allotments are given back by the background flush; stale ones (amount changed) before taking more', async () => {
+    let now = 1_000_000;
+    const db = new FakeLedger();
+    const al = new Allotments(db, { now: () => now });
+    try {
+      const r = await al.reserve([hold(1_000_000, 100)]);
+      al.settle(r.taken, [100]);
+      assert.ok(db.reserved > 100, 'a slice with extras was taken');
+      await al.flush(false); // not idle yet: usage written, the slice kept
+      assert.equal(db.used, 100);
+      assert.ok(db.reserved > 0);
+      now += IDLE_MS;
+      await al.flush(false);
+      assert.equal(db.reserved, 0, 'idle: given back');
+      // the amount is lowered below what is held: the slice goes back before more is taken
+      await al.reserve([hold(1_000_000, 100)]);
+      const heldBefore = db.reserved;
+      assert.ok(heldBefore > 100);
+      const low = await al.reserve([hold(300, 100)]);
+      assert.equal(low.misfit, -1, 'fits once the old slice is given back: 100 used + 100 + 100 in flight = 300');
+      assert.equal(db.reserved, 200, 'the old slice went back first');
+      assert.equal((await al.reserve([hold(300, 100)])).misfit, 0, 'and nothing more fits');
+    } finally {
+      al.close();
+    }
+  });
+
+  test('a failed background write is kept and written by the next flush', async () => {
+    const db = new FakeLedger();
+    const errors: unknown[] = [];
+    const al = new Allotments(db, { onError: (e) => errors.push(e) });
+    const r = await al.reserve([hold(1_000_000, 50)]);
+    al.settle(r.taken, [30]);
+    db.failNextAdjust = true;
+    await assert.rejects(al.flush(), /disk I\/O error/);
+    assert.equal(db.used, 0);
+    await al.flush();
+    assert.deepEqual({ used: db.used, reserved: db.reserved }, { used: 30, reserved: 0 });
+    al.close();
+  });
+
+  test('on SQLite: the margin stays untouched by extras, and rows are exact after a flush', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sovra-allot-'));
+    const store = await openStore(`sqlite:${join(dir, 'a.db')}`);
+    try {
+      await store.migrate();
+      const b = await createBudget(store, { scope: { kind: 'key', id: 'k' }, unit: 'tokens', amount: 16_000, period: 'fixed' });
+      const al = new Allotments(createLedger(store));
+      const h = { budgetId: b.id, periodStart: 0, amount: 16_000, reserve: 10 };
+      const first = await al.reserve([h]);
+      const [st] = await listBudgets(store);
+      assert.ok(st!.reserved > 10 && st!.reserved <= 16_000 - 16_000 / MARGIN_DIVISOR, `slice ${st!.reserved}`);
+      let ok = 1;
+      for (let i = 0; i < 2000; i++) if ((await al.reserve([h])).misfit === -1) ok++;
+      assert.equal(ok, 1600, 'exactly what the budget allows');
+      al.settle(first.taken, [4]);
+      await al.flush();
+      const [after] = await listBudgets(store);
+      assert.deepEqual({ used: after!.used, reserved: after!.reserved }, { used: 4, reserved: 1599 * 10 });
+      al.close();
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
