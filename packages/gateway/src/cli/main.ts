@@ -8,10 +8,22 @@
  *   sovra keys rotate ID [--overlap 24h]          new key with the same settings; the old one expires after the overlap
  *   sovra tenants create|list|show|update         tenants (agencies) and their attributes
  *   sovra admins create|list|revoke               admin principals and their admin keys (root of trust)
+ *   sovra limits set|show|list                    rate limits (RPM/TPM) of a tenant or a key
+ *   sovra budgets create|list|delete              budgets (tokens or micro-USD) of a tenant or a key
+ *   sovra usage [--tenant …] [--group day] [--csv] usage rollups (as GET /admin/v1/usage)
  *   sovra config check [FILE]                     validate a configuration file
  *   sovra audit vkey | verify | prove | check-proof | erase   transparency log (src/audit/cli.ts)
  *
  * Common option: --config FILE (default: $SOVRA_CONFIG or ./sovra.yaml).
+ *
+ * When the audit log is on, every change (tenants, keys, admins, limits, budgets) is one `admin`
+ * entry, with actor `cli:<OS user>` and the digests of the state before and after (for limits and
+ * budgets the same states as the admin API's). A running server sees limit and budget changes
+ * within its definitions cache (2 s).
+ *
+ * Exit codes: 0 success; 1 failure (unknown object, database or audit error, …); 2 bad usage: an
+ * unknown command or option, and for `limits`, `budgets` and `usage` also a missing, conflicting or
+ * malformed option ({@link UsageError}; the older verbs report those with 1).
  */
 import { parseArgs } from 'node:util';
 import { existsSync, watch } from 'node:fs';
@@ -27,15 +39,39 @@ import { auditCheckProof, auditProve, auditVerify, auditVkey, eraseEntry, type C
 import type { Store } from '../store/db.ts';
 import { GatewayError } from '../http/errors.ts';
 import {
+  BUDGET_PERIODS,
+  BUDGET_UNITS,
+  createBudget,
+  deleteBudget,
+  getLimits,
+  listBudgets,
+  listLimits,
+  queryUsage,
+  setLimits,
+  usageCsv,
+  type BudgetPeriod,
+  type BudgetState,
+  type BudgetUnit,
+  type LimitSpec,
+  type Scope,
+  type UsageFilter,
+  type UsageRow,
+} from '../metering/index.ts';
+import {
+  auditedChange,
+  auditedCreate,
   createAdmin,
   createTenant,
   findTenant,
+  getApiKey,
   listAdmins,
+  listApiKeys,
   listTenants,
   revokeAdmin,
   rotateApiKey,
   updateTenant,
   validateAllowlist,
+  type ApiKey,
   type ChangeContext,
   type Tenant,
   type TenantAttributesInput,
@@ -61,6 +97,19 @@ commands:
                                             (a fresh install starts with --role platform-admin)
   admins list                               list admins (never their keys)
   admins revoke ID                          revoke an admin
+  limits set (--tenant ID|NAME | --key KEY_ID) [--rpm N] [--tpm N]
+                                            set requests / tokens per minute; an option left
+                                            out keeps its value, '' or none clears it (unlimited)
+  limits show (--tenant ID|NAME | --key KEY_ID)
+  limits list [--tenant ID|NAME]            the limits that are set (a tenant: its own and its keys')
+  budgets create (--tenant ID|NAME | --key KEY_ID) --unit tokens|usd_micros --amount N
+                 --period day|month|fixed   a budget (N: integer >= 0, micro-USD for usd_micros)
+  budgets list [--tenant ID|NAME] [--key KEY_ID]
+                                            budgets with used / reserved this period
+  budgets delete ID                         delete a budget
+  usage [--tenant ID|NAME] [--key KEY_ID] [--model ALIAS] [--from T] [--to T]
+        [--group hour|day|none] [--csv]     usage rollups, times [from, to): ISO 8601 date,
+                                            RFC 3339 date-time or ms since epoch
   config check [FILE]                       validate a configuration file
   audit vkey                                print the transparency log's verifier key
   audit verify URL --vkey KEY [--prev FILE] [--full] [--save FILE]
@@ -72,6 +121,7 @@ commands:
 
 options:
   --config FILE   configuration file (default: $SOVRA_CONFIG or ./sovra.yaml)
+  --json          machine-readable output (list, show, create and set verbs)
   -h, --help      show this help
 `;
 
@@ -101,6 +151,17 @@ export async function main(argv: string[]): Promise<number> {
         save: { type: 'string' },
         out: { type: 'string' },
         entry: { type: 'string' },
+        key: { type: 'string' },
+        rpm: { type: 'string' },
+        tpm: { type: 'string' },
+        unit: { type: 'string' },
+        amount: { type: 'string' },
+        period: { type: 'string' },
+        model: { type: 'string' },
+        from: { type: 'string' },
+        to: { type: 'string' },
+        group: { type: 'string' },
+        csv: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -124,6 +185,12 @@ export async function main(argv: string[]): Promise<number> {
         return await tenants(sub, arg, values);
       case 'admins':
         return await admins(sub, arg, values);
+      case 'limits':
+        return await limits(sub, positionals.slice(2), values);
+      case 'budgets':
+        return await budgets(sub, positionals.slice(2), values);
+      case 'usage':
+        return await usage(positionals.slice(1), values);
       case 'audit':
         return await audit(sub, arg, values);
       case 'config': {
@@ -140,6 +207,10 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`sovra: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof ConfigError) process.stderr.write(`sovra: ${e.message}\n`);
     else process.stderr.write(`sovra: ${(e as Error).message}\n`);
     return 1;
@@ -445,6 +516,353 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
   } finally {
     await store.close();
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Metering: rate limits, budgets and usage — the CLI side of /admin/v1/limits, /budgets and /usage,
+// with the same validation; every change is one admin audit entry (auditedChange / auditedCreate).
+// ------------------------------------------------------------------------------------------------
+
+/** Bad usage of the command line (a missing, conflicting or malformed option): exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** Options of the metering verbs (`limits`, `budgets`, `usage`). */
+interface MeteringValues extends TenancyValues {
+  key?: string | undefined;
+  rpm?: string | undefined;
+  tpm?: string | undefined;
+  unit?: string | undefined;
+  amount?: string | undefined;
+  period?: string | undefined;
+  model?: string | undefined;
+  from?: string | undefined;
+  to?: string | undefined;
+  group?: string | undefined;
+  csv?: boolean | undefined;
+}
+
+/** A `--tenant` / `--key` choice, checked before the store is opened. */
+interface ScopeOption {
+  kind: 'tenant' | 'key';
+  ref: string;
+}
+
+/** RFC 3339 date-time with its offset (as the admin API's `from` / `to`). */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
+
+/** @throws UsageError when a verb got positional arguments it does not take */
+function noExtraArgs(verb: string, extra: string[]): void {
+  if (extra.length > 0) throw new UsageError(`${verb}: unexpected argument "${extra[0]}"`);
+}
+
+/** @throws UsageError when one of the named options was given as an empty string */
+function nonEmptyOptions(values: MeteringValues, names: Array<'tenant' | 'key' | 'model'>): void {
+  for (const n of names) if (values[n] !== undefined && values[n]!.trim() === '') throw new UsageError(`--${n} needs a value`);
+}
+
+/**
+ * `--tenant ID|NAME` or `--key KEY_ID`, exactly one of them.
+ * @throws UsageError when both or neither are given, or `--key` is given a key instead of its id
+ */
+function scopeOption(values: MeteringValues, verb: string): ScopeOption {
+  nonEmptyOptions(values, ['tenant', 'key']);
+  if (values.tenant !== undefined && values.key !== undefined) throw new UsageError(`${verb}: give either --tenant or --key, not both`);
+  if (values.tenant !== undefined) return { kind: 'tenant', ref: values.tenant };
+  if (values.key !== undefined) return { kind: 'key', ref: checkKeyId(values.key) };
+  throw new UsageError(`${verb} needs --tenant ID|NAME or --key KEY_ID`);
+}
+
+/** `--key` takes a key id (`key_…`), never the secret key itself (which must not be echoed). @throws UsageError */
+function checkKeyId(ref: string): string {
+  if (ref.trim().startsWith('sk-sovra-')) throw new UsageError('--key takes the key id (key_…, see `sovra keys list`), not the key itself');
+  return ref.trim();
+}
+
+/** The API key with this id (revoked and expired keys included). @throws Error when there is none */
+async function keyRef(store: Store, id: string): Promise<ApiKey> {
+  const k = await getApiKey(store, id);
+  if (!k) throw new Error(`no API key with id "${id}" (see \`sovra keys list\`)`);
+  return k;
+}
+
+/** Resolves a scope option: a tenant by id or name, a key by id. @throws Error when it does not exist */
+async function resolveScope(store: Store, s: ScopeOption, verb: string): Promise<{ scope: Scope; label: string }> {
+  if (s.kind === 'tenant') {
+    const t = await tenantRef(store, s.ref, verb);
+    return { scope: { kind: 'tenant', id: t.id }, label: `tenant ${t.id} ("${t.name}")` };
+  }
+  const k = await keyRef(store, s.ref);
+  return { scope: { kind: 'key', id: k.id }, label: `key ${k.id} (tenant ${k.tenantId})` };
+}
+
+/**
+ * A rate-limit option: an integer ≥ 0 (0 blocks every request), or null (unlimited) for '' or `none`.
+ * @throws UsageError for anything else
+ */
+function parseLimitValue(v: string, option: string): number | null {
+  const t = v.trim();
+  if (t === '' || t.toLowerCase() === 'none') return null;
+  const n = /^[0-9]{1,16}$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${option} must be an integer >= 0, or '' / none to remove it (got "${v}")`);
+  return n;
+}
+
+/** A budget amount: an integer ≥ 0 (as the admin API; 0 blocks every request). @throws UsageError */
+function parseAmount(v: string | undefined): number {
+  if (v === undefined) throw new UsageError('budgets create needs --amount N (an integer >= 0: tokens, or micro-USD for --unit usd_micros)');
+  const t = v.trim();
+  const n = /^[0-9]{1,16}$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`--amount must be an integer >= 0 (tokens, or micro-USD for usd_micros: 1 USD = 1000000), got "${v}"`);
+  return n;
+}
+
+/**
+ * A usage bound, as the admin API's `from` / `to`: ms since the epoch or an RFC 3339 date-time with
+ * its offset; the CLI also takes a plain date (`2025-06-01`, UTC midnight).
+ * @throws UsageError for anything else (a date-time without an offset is ambiguous)
+ */
+function parseBound(v: string, option: string): number {
+  const t = v.trim();
+  if (/^[0-9]{1,15}$/.test(t)) return Number(t);
+  const ms = /^\d{4}-\d{2}-\d{2}$/.test(t) || RFC3339.test(t) ? Date.parse(t) : NaN;
+  if (!Number.isFinite(ms))
+    throw new UsageError(`${option} must be a date (2025-06-01, UTC), an RFC 3339 date-time with offset (2025-06-01T13:00:00Z) or ms since the epoch (got "${v}")`);
+  return ms;
+}
+
+/** A limit for display. */
+const limitText = (n: number | null): string => (n === null ? 'unlimited' : String(n));
+
+/** An amount in its unit, for display. */
+function amountText(unit: BudgetUnit, n: number): string {
+  return unit === 'tokens' ? `${n} tokens` : `${n} micro-USD (${(n / 1e6).toFixed(6)} USD)`;
+}
+
+const PERIOD_TEXT: Record<BudgetPeriod, string> = { day: 'per UTC day', month: 'per UTC month', fixed: 'in total (fixed, never resets)' };
+
+/** A table cell: control characters (from client-chosen model names) are escaped, never sent to the terminal. */
+function cell(v: string | number | null): string {
+  if (v === null) return '-';
+  return String(v).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+async function limits(sub: string | undefined, rest: string[], values: MeteringValues): Promise<number> {
+  if (sub !== 'set' && sub !== 'show' && sub !== 'list') throw new UsageError('limits needs a subcommand: set | show | list');
+  noExtraArgs(`limits ${sub}`, rest);
+  // Everything that can be checked without the database is checked first (no config file is created for bad usage).
+  let so: ScopeOption | undefined;
+  const patch: Partial<LimitSpec> = {};
+  if (sub === 'list') {
+    nonEmptyOptions(values, ['tenant']);
+    if (values.key !== undefined) throw new UsageError('limits list takes --tenant only; `limits show --key KEY_ID` shows the limits of one key');
+  } else so = scopeOption(values, `limits ${sub}`);
+  if (sub === 'set') {
+    if (values.rpm === undefined && values.tpm === undefined) throw new UsageError("limits set needs --rpm N and/or --tpm N ('' or none removes a limit)");
+    if (values.rpm !== undefined) patch.rpm = parseLimitValue(values.rpm, '--rpm');
+    if (values.tpm !== undefined) patch.tpm = parseLimitValue(values.tpm, '--tpm');
+  } else if (values.rpm !== undefined || values.tpm !== undefined) throw new UsageError(`limits ${sub} takes no --rpm / --tpm (see \`limits set\`)`);
+
+  const lc = load(values.config);
+  const store = await openConfiguredStore(lc);
+  try {
+    if (sub === 'list') {
+      const tenantId = values.tenant === undefined ? undefined : (await tenantRef(store, values.tenant, 'limits list --tenant')).id;
+      const rows = await listLimits(store, tenantId === undefined ? {} : { tenantId });
+      if (values.json) {
+        process.stdout.write(JSON.stringify(rows) + '\n');
+        return 0;
+      }
+      process.stdout.write(['KIND', 'ID', 'RPM', 'TPM'].join('\t') + '\n');
+      for (const r of rows) process.stdout.write([r.scope.kind, r.scope.id, limitText(r.rpm), limitText(r.tpm)].join('\t') + '\n');
+      return 0;
+    }
+    const { scope, label } = await resolveScope(store, so!, `limits ${sub}`);
+    if (sub === 'show') {
+      const l = await getLimits(store, scope);
+      if (values.json) process.stdout.write(JSON.stringify({ scope, ...l }) + '\n');
+      else process.stdout.write(`scope: ${label}\nrpm:   ${limitText(l.rpm)}\ntpm:   ${limitText(l.tpm)}\n`);
+      return 0;
+    }
+    // set: an option left out keeps its current value; the entry holds the whole state before and after.
+    const after = await withChanges(lc, store, (cc) =>
+      auditedChange(cc, async () => {
+        const before = await getLimits(cc.store, scope);
+        const spec: LimitSpec = { rpm: patch.rpm !== undefined ? patch.rpm : before.rpm, tpm: patch.tpm !== undefined ? patch.tpm : before.tpm };
+        return {
+          action: 'limits.set',
+          target: scope.id,
+          before: { scope, ...before },
+          after: { scope, ...spec },
+          current: async () => ({ scope, ...(await getLimits(cc.store, scope)) }),
+          apply: async () => (await setLimits(cc.store, scope, spec)).after,
+        };
+      }),
+    );
+    if (values.json) process.stdout.write(JSON.stringify({ scope, ...after }) + '\n');
+    else process.stdout.write(`Set the rate limits of ${label}: rpm ${limitText(after.rpm)}, tpm ${limitText(after.tpm)}.\n`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function budgets(sub: string | undefined, rest: string[], values: MeteringValues): Promise<number> {
+  if (sub !== 'create' && sub !== 'list' && sub !== 'delete') throw new UsageError('budgets needs a subcommand: create | list | delete');
+  let id: string | undefined;
+  if (sub === 'delete') {
+    id = rest[0]?.trim();
+    if (!id) throw new UsageError('budgets delete needs a budget ID (see `sovra budgets list`)');
+    noExtraArgs('budgets delete', rest.slice(1));
+  } else noExtraArgs(`budgets ${sub}`, rest);
+  let so: ScopeOption | undefined;
+  let unit: BudgetUnit | undefined;
+  let period: BudgetPeriod | undefined;
+  let amount = 0;
+  if (sub === 'create') {
+    so = scopeOption(values, 'budgets create');
+    if (values.unit === undefined) throw new UsageError(`budgets create needs --unit ${BUDGET_UNITS.join('|')}`);
+    if (!BUDGET_UNITS.includes(values.unit as BudgetUnit)) throw new UsageError(`--unit must be one of ${BUDGET_UNITS.join(', ')} (got "${values.unit}")`);
+    unit = values.unit as BudgetUnit;
+    amount = parseAmount(values.amount);
+    if (values.period === undefined) throw new UsageError(`budgets create needs --period ${BUDGET_PERIODS.join('|')}`);
+    if (!BUDGET_PERIODS.includes(values.period as BudgetPeriod)) throw new UsageError(`--period must be one of ${BUDGET_PERIODS.join(', ')} (got "${values.period}")`);
+    period = values.period as BudgetPeriod;
+  } else if (sub === 'list') {
+    nonEmptyOptions(values, ['tenant', 'key']);
+    if (values.key !== undefined) checkKeyId(values.key);
+  }
+
+  const lc = load(values.config);
+  const store = await openConfiguredStore(lc);
+  try {
+    switch (sub) {
+      case 'create': {
+        const { scope, label } = await resolveScope(store, so!, 'budgets create');
+        const made = await withChanges(lc, store, (cc) =>
+          auditedCreate(cc, {
+            action: 'budgets.create',
+            create: () => createBudget(cc.store, { scope, unit: unit!, amount, period: period! }),
+            target: (b) => b.id,
+            state: (b) => b,
+            undo: (b) => deleteBudget(cc.store, b.id),
+          }),
+        );
+        const state = (await listBudgets(store, { scopes: [scope] })).find((b) => b.id === made.id) ?? made;
+        if (values.json) process.stdout.write(JSON.stringify(state) + '\n');
+        else process.stdout.write(`Created budget ${made.id} for ${label}: ${amountText(made.unit, made.amount)} ${PERIOD_TEXT[made.period]}.\n`);
+        return 0;
+      }
+      case 'list': {
+        // As GET /admin/v1/budgets: a key's own budgets; a tenant's and those of its keys; or all.
+        let scopes: Scope[] | undefined;
+        if (values.key !== undefined) {
+          const k = await keyRef(store, values.key.trim());
+          if (values.tenant !== undefined) {
+            const t = await tenantRef(store, values.tenant, 'budgets list --tenant');
+            if (t.id !== k.tenantId) throw new Error(`key ${k.id} does not belong to tenant ${t.id} ("${t.name}")`);
+          }
+          scopes = [{ kind: 'key', id: k.id }];
+        } else if (values.tenant !== undefined) {
+          const t = await tenantRef(store, values.tenant, 'budgets list --tenant');
+          scopes = [{ kind: 'tenant', id: t.id }, ...(await listApiKeys(store, { tenantId: t.id })).map((k): Scope => ({ kind: 'key', id: k.id }))];
+        }
+        const bs = await listBudgets(store, scopes ? { scopes } : {});
+        if (values.json) {
+          process.stdout.write(JSON.stringify(bs) + '\n');
+          return 0;
+        }
+        process.stdout.write(['ID', 'SCOPE', 'UNIT', 'AMOUNT', 'PERIOD', 'PERIOD START', 'USED', 'RESERVED'].join('\t') + '\n');
+        for (const b of bs) process.stdout.write(budgetRow(b).join('\t') + '\n');
+        return 0;
+      }
+      case 'delete': {
+        const budgetId = id!;
+        await withChanges(lc, store, (cc) =>
+          auditedChange(cc, async () => {
+            const found = (await listBudgets(cc.store)).find((b) => b.id === budgetId);
+            if (!found) throw new Error(`no budget with id "${budgetId}" (see \`sovra budgets list\`)`);
+            const { periodStart: _ps, used: _u, reserved: _r, ...budget } = found;
+            return {
+              action: 'budgets.delete',
+              target: budgetId,
+              before: budget,
+              after: null,
+              apply: async () => {
+                if (!(await deleteBudget(cc.store, budgetId))) throw new Error(`no budget with id "${budgetId}"`);
+              },
+            };
+          }),
+        );
+        if (values.json) process.stdout.write(JSON.stringify({ id: budgetId, deleted: true }) + '\n');
+        else process.stdout.write(`Deleted budget ${budgetId}.\n`);
+        return 0;
+      }
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+/** One `budgets list` table row. */
+function budgetRow(b: BudgetState): string[] {
+  return [
+    b.id,
+    `${b.scope.kind}:${b.scope.id}`,
+    b.unit,
+    String(b.amount),
+    b.period,
+    b.period === 'fixed' ? '-' : new Date(b.periodStart).toISOString(),
+    String(b.used),
+    String(b.reserved),
+  ];
+}
+
+async function usage(rest: string[], values: MeteringValues): Promise<number> {
+  noExtraArgs('usage', rest);
+  nonEmptyOptions(values, ['tenant', 'key', 'model']);
+  if (values.key !== undefined) checkKeyId(values.key);
+  const group = values.group ?? 'none';
+  if (group !== 'hour' && group !== 'day' && group !== 'none') throw new UsageError(`--group must be hour, day or none (got "${group}")`);
+  if (values.csv && values.json) throw new UsageError('usage: give --csv or --json, not both');
+  const from = values.from === undefined ? undefined : parseBound(values.from, '--from');
+  const to = values.to === undefined ? undefined : parseBound(values.to, '--to');
+
+  const lc = load(values.config);
+  const store = await openConfiguredStore(lc);
+  try {
+    // As GET /admin/v1/usage: the tenant and the key must exist; the filters are combined.
+    const tenantId = values.tenant === undefined ? undefined : (await tenantRef(store, values.tenant, 'usage --tenant')).id;
+    const keyId = values.key === undefined ? undefined : (await keyRef(store, values.key.trim())).id;
+    const filter: UsageFilter = { groupBy: group };
+    if (tenantId !== undefined) filter.tenantId = tenantId;
+    if (keyId !== undefined) filter.keyId = keyId;
+    if (values.model !== undefined) filter.model = values.model;
+    if (from !== undefined) filter.from = from;
+    if (to !== undefined) filter.to = to;
+    const rows = await queryUsage(store, filter);
+    if (values.csv) process.stdout.write(usageCsv(rows));
+    else if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
+    else {
+      process.stdout.write(['BUCKET', 'TENANT', 'KEY', 'MODEL', 'REQUESTS', 'PROMPT TOKENS', 'COMPLETION TOKENS', 'TOTAL TOKENS', 'COST MICRO-USD', 'ERRORS'].join('\t') + '\n');
+      for (const r of rows) process.stdout.write(usageRow(r).join('\t') + '\n');
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+/** One `usage` table row. */
+function usageRow(r: UsageRow): string[] {
+  return [
+    r.bucket === null ? '-' : new Date(r.bucket).toISOString(),
+    cell(r.tenant_id),
+    cell(r.key_id),
+    cell(r.model),
+    ...[r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cost_micros, r.errors].map(String),
+  ];
 }
 
 async function serve(configFile: string | undefined): Promise<number> {
