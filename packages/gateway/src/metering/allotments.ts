@@ -20,12 +20,14 @@
  *   went to the database (no capacity stranded in an idle process).
  * - **Settle** is in memory (`inFlight −= reserved`, `unflushed += actual`); a timer writes usage
  *   to the row every {@link FLUSH_MS} ms (`used += u`, `reserved −= u`) and gives back the free
- *   capacity of an allotment unused for {@link IDLE_MS} ms.
+ *   capacity of an allotment unused for {@link IDLE_MS} ms, or taken more than {@link IDLE_MS} ms
+ *   ago (so no process holds spare capacity for longer than about a second, even while busy or
+ *   while a long stream is in flight).
  *
  * Never overspent: the database only ever hands out capacity with the conditional update, and a
  * process admits only within what it was handed. Across processes, capacity held by one process's
  * allotment is not available to another until given back (at most its extras, for at most
- * {@link IDLE_MS} ms once idle, or at once in end game). What the row shows lags by at most
+ * about {@link IDLE_MS} ms, or at once in end game). What the row shows lags by at most
  * {@link FLUSH_MS} ms; {@link Allotments.flush} writes everything and gives back all free capacity now.
  * A process that crashes leaves its allotment counted as reserved (as a crash during a request
  * always did), until the period ends.
@@ -70,6 +72,10 @@ export class Allotment {
   /** The amount changed since capacity was taken: give it all back before taking more. */
   stale = false;
   lastUse = 0;
+  /** When capacity was last taken from the database (ms since epoch). */
+  lastGrant = 0;
+  /** Reservations taken and not yet settled or given back, zero-size ones included. */
+  refs = 0;
   /** Trips to the database queued or running (an allotment is never dropped while > 0). */
   pending = 0;
   /** Serialises this allotment's trips to the database. */
@@ -147,6 +153,7 @@ export class Allotments {
         // Zero-size holds go to the database, which refuses them once the budget is exhausted.
         if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
           a.inFlight += h.reserve;
+          a.refs++;
           taken.push({ allotment: a, reserved: h.reserve });
           continue;
         }
@@ -154,6 +161,7 @@ export class Allotments {
           this.#giveBack(taken);
           return { misfit: i, taken: [] };
         }
+        a.refs++; // #grow took `h.reserve` into inFlight
         taken.push({ allotment: a, reserved: h.reserve });
       }
     } catch (err) {
@@ -164,7 +172,10 @@ export class Allotments {
   }
 
   #giveBack(taken: readonly Taken[]): void {
-    for (const t of taken) t.allotment.inFlight -= t.reserved;
+    for (const t of taken) {
+      t.allotment.inFlight -= t.reserved;
+      t.allotment.refs--;
+    }
     if (taken.length > 0) this.#schedule();
   }
 
@@ -199,6 +210,7 @@ export class Allotments {
         }
         a.leased += r.granted;
         a.knownFree = r.free;
+        if (r.granted > 0) a.lastGrant = this.#now();
         // Exact grants (no extra asked, or only `need` fitted) mean the budget is close to its end.
         if (h.reserve > 0 && r.fitted) a.endGame = extra === 0 || r.granted < need + extra;
         if (!r.fitted) {
@@ -213,6 +225,7 @@ export class Allotments {
     a.pending++;
     const p = a.tail.then(run, run).finally(() => {
       a.pending--;
+      this.#schedule(); // what was taken is given back when unused (see flush)
     });
     a.tail = p.catch(() => undefined);
     return p;
@@ -228,6 +241,7 @@ export class Allotments {
     taken.forEach((t, i) => {
       const a = t.allotment;
       a.inFlight -= t.reserved;
+      a.refs--;
       a.unflushed += Math.max(0, actual[i] ?? 0);
       a.lastUse = now;
     });
@@ -245,6 +259,7 @@ export class Allotments {
       });
     }
     if (!this.#timer && this.#map.size > 0) {
+      // Runs while anything is held: usage to write, slices to give back when unused.
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
         void this.#flushSafe(false).finally(() => {
@@ -278,18 +293,22 @@ export class Allotments {
       // Usage turns held capacity into used capacity; in-flight reservations stay covered.
       const fromLease = Math.min(u, Math.max(0, a.leased - a.inFlight));
       let release = fromLease;
-      const idle = a.inFlight === 0 && now - a.lastUse >= IDLE_MS;
+      // Free capacity goes back when unused for IDLE_MS, and at the latest IDLE_MS after it was
+      // taken (a steadily busy process takes a fresh slice each second instead of holding one).
+      const idle = now - a.lastUse >= IDLE_MS || now - a.lastGrant >= IDLE_MS;
       if (all || a.endGame || a.stale || idle) release += Math.max(0, a.leased - fromLease - a.inFlight);
       if (u === 0 && release === 0) {
-        if (a.leased === 0 && a.inFlight === 0 && a.pending === 0) this.#map.delete(k);
+        if (a.leased === 0 && a.inFlight === 0 && a.refs === 0 && a.pending === 0) this.#map.delete(k);
         continue;
       }
       a.unflushed -= u;
       a.leased -= release;
-      if (release > 0 && a.stale && a.leased === a.inFlight) a.stale = false;
+      const cleared = release > 0 && a.stale && a.leased === a.inFlight;
+      if (cleared) a.stale = false;
       undo.push(() => {
         a.unflushed += u;
         a.leased += release;
+        if (cleared) a.stale = true;
       });
       ops.push({ budgetId: a.budgetId, periodStart: a.periodStart, used: u, release });
     }

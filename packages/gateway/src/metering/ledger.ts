@@ -18,9 +18,10 @@
  *   event-loop turn share one `BEGIN IMMEDIATE` transaction (group commit, see `#flush`).
  * - PostgreSQL: autocommitted statements through Kysely/pg.
  */
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Store } from '../store/db.ts';
+import type { Database } from '../store/schema.ts';
 
 /** One grant: take `need + extra` when that leaves `margin` free, else `need` alone, else nothing. */
 export interface GrantRequest {
@@ -206,33 +207,41 @@ class PostgresLedger implements Ledger {
     this.#store = store;
   }
 
-  async #take(g: GrantRequest, amount: number, margin: number): Promise<{ used: unknown; reserved: unknown } | undefined> {
+  async #take(db: Kysely<Database>, g: GrantRequest, amount: number, margin: number): Promise<{ used: unknown; reserved: unknown } | undefined> {
     const r = await sql<{ used: unknown; reserved: unknown }>`UPDATE budget_usage SET reserved = reserved + cast(${amount} as bigint)
       WHERE budget_id = ${g.budgetId} AND period_start = cast(${g.periodStart} as bigint)
         AND used + reserved + cast(${amount} as bigint) + cast(${margin} as bigint) <= cast(${g.amount} as bigint) AND used < cast(${g.amount} as bigint)
-      RETURNING used, reserved`.execute(this.#store.db);
+      RETURNING used, reserved`.execute(db);
     return r.rows[0];
   }
 
-  async #grantOnce(g: GrantRequest): Promise<GrantResult | null> {
+  async #grantOnce(db: Kysely<Database>, g: GrantRequest): Promise<GrantResult | null> {
     const free = (row: { used: unknown; reserved: unknown }) => g.amount - Number(row.used) - Number(row.reserved);
     if (g.extra > 0) {
-      const row = await this.#take(g, g.need + g.extra, g.margin);
+      const row = await this.#take(db, g, g.need + g.extra, g.margin);
       if (row) return { fitted: true, granted: g.need + g.extra, free: free(row) };
     }
-    const row = await this.#take(g, g.need, 0);
+    const row = await this.#take(db, g, g.need, 0);
     return row ? { fitted: true, granted: g.need, free: free(row) } : null;
   }
 
+  /** One transaction when something is given back first (all or nothing), else autocommitted statements. */
   async grant(g: GrantRequest): Promise<GrantResult> {
-    const db = this.#store.db;
-    if (g.release) await this.adjust([{ budgetId: g.budgetId, periodStart: g.periodStart, used: 0, release: g.release }]);
-    const first = await this.#grantOnce(g);
+    if (g.release) return this.#store.db.transaction().execute((trx) => this.#grant(trx, g));
+    return this.#grant(this.#store.db, g);
+  }
+
+  async #grant(db: Kysely<Database>, g: GrantRequest): Promise<GrantResult> {
+    if (g.release) {
+      await sql`UPDATE budget_usage SET reserved = reserved - cast(${g.release} as bigint)
+        WHERE budget_id = ${g.budgetId} AND period_start = cast(${g.periodStart} as bigint)`.execute(db);
+    }
+    const first = await this.#grantOnce(db, g);
     if (first) return first;
     await sql`INSERT INTO budget_usage (budget_id, period_start, used, reserved)
       VALUES (${g.budgetId}, cast(${g.periodStart} as bigint), 0, 0) ON CONFLICT DO NOTHING`.execute(db);
     // Retry even when another process created the row between our two statements.
-    const second = await this.#grantOnce(g);
+    const second = await this.#grantOnce(db, g);
     if (second) return second;
     const r = await db.selectFrom('budget_usage').select(['used', 'reserved']).where('budget_id', '=', g.budgetId).where('period_start', '=', g.periodStart).executeTakeFirst();
     return { fitted: false, granted: 0, free: r ? g.amount - Number(r.used) - Number(r.reserved) : Infinity };
