@@ -16,7 +16,7 @@ import type { RequestsTable } from '../src/store/schema.ts';
 import { configSchema } from '../src/config/schema.ts';
 import {
   costMicros, countPromptTokens, createBudget, deleteBudget, formatReset, getLimits, listBudgets, listLimits,
-  nextPeriodStart, periodStart, queryUsage, retryAfterSeconds, setLimits, usageCsv, type PriceTable,
+  COUNT_CACHE_ENTRIES, COUNT_CACHE_MAX_CHARS, nextPeriodStart, periodStart, queryUsage, retryAfterSeconds, setLimits, usageCsv, type PriceTable,
 } from '../src/metering/index.ts';
 
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-metering-units-'));
@@ -49,6 +49,19 @@ describe('prices', () => {
 });
 
 describe('countPromptTokens', () => {
+  test('the count cache gives the same counts as counting, for repeated and for many distinct texts', () => {
+    const texts = Array.from({ length: COUNT_CACHE_ENTRIES + 50 }, (_, i) => `message ${i}: ${'lorem ipsum '.repeat(i % 7)}${i % 3 === 0 ? '<|endoftext|>' : ''}`);
+    const first = texts.map((t) => countPromptTokens({ messages: [{ role: 'user', content: t }] }, 'chat.completions'));
+    // again, in another order: some hit the cache, the first 50 were evicted (least recently used)
+    const again = [...texts].reverse().map((t) => countPromptTokens({ messages: [{ role: 'user', content: t }] }, 'chat.completions')).reverse();
+    assert.deepEqual(again, first);
+    // a text longer than the cache's limit is counted every time, and consistently
+    const long = 'word '.repeat(COUNT_CACHE_MAX_CHARS / 5 + 10);
+    const a = countPromptTokens({ prompt: long }, 'completions');
+    assert.equal(countPromptTokens({ prompt: long }, 'completions'), a);
+    assert.ok(a > COUNT_CACHE_MAX_CHARS / 5);
+  });
+
   test('chat: message text, parts, names, tool calls, per-message overhead', () => {
     const one = countPromptTokens({ messages: [{ role: 'user', content: 'Hello world' }] }, 'chat.completions');
     assert.equal(one, 2 + 3 + 3, '"Hello world" is 2 tokens in o200k_base, +3 per message, +3 reply priming');
@@ -126,6 +139,14 @@ describe('reset format and periods', () => {
     assert.equal(nextPeriodStart('month', Date.UTC(2024, 11, 15)), Date.UTC(2025, 0, 1), 'year rollover');
     assert.equal(periodStart('fixed', t), 0);
     assert.equal(nextPeriodStart('fixed', t), null);
+  });
+  test('the memo of the last period never answers for another one (back and forth across boundaries)', () => {
+    const days = [Date.UTC(2025, 0, 31, 23, 59, 59, 999), Date.UTC(2025, 1, 1), Date.UTC(2025, 0, 31), Date.UTC(2024, 1, 29, 12), Date.UTC(2025, 1, 1) - 1, Date.UTC(2025, 1, 1)];
+    for (const t of [...days, ...days.reverse()]) {
+      const d = new Date(t);
+      assert.equal(periodStart('day', t), Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()), new Date(t).toISOString());
+      assert.equal(periodStart('month', t), Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), new Date(t).toISOString());
+    }
   });
 });
 

@@ -398,6 +398,19 @@ export class Metering {
   }
 
   #limiter(metric: 'rpm' | 'tpm', points: number): RateLimiterAbstract {
+    const last = metric === 'rpm' ? this.#lastRpm : this.#lastTpm;
+    if (last !== null && last.points === points) return last.limiter;
+    const l = this.#limiterFor(metric, points);
+    if (metric === 'rpm') this.#lastRpm = { points, limiter: l };
+    else this.#lastTpm = { points, limiter: l };
+    return l;
+  }
+
+  /** The last limiter looked up per metric (most deployments use one or two limit values). */
+  #lastRpm: { points: number; limiter: RateLimiterAbstract } | null = null;
+  #lastTpm: { points: number; limiter: RateLimiterAbstract } | null = null;
+
+  #limiterFor(metric: 'rpm' | 'tpm', points: number): RateLimiterAbstract {
     const k = `${metric}:${points}`;
     let l = this.#limiters.get(k);
     if (!l) {

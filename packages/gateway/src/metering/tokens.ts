@@ -35,6 +35,35 @@ export const TOKENS_PER_MEDIA_PART = 85;
  */
 export const EXACT_CHARS = 1_000_000;
 
+/** Most strings the count cache holds. */
+export const COUNT_CACHE_ENTRIES = 4096;
+/** Longest string (characters) the count cache holds; longer ones are always counted. */
+export const COUNT_CACHE_MAX_CHARS = 16_384;
+/**
+ * Token counts of recently seen strings (least recently used out first), so that the text a
+ * client sends again — the system prompt, few-shot examples, and in a chat every earlier turn,
+ * which is re-sent with each new one — is tokenised once. At most {@link COUNT_CACHE_ENTRIES}
+ * strings of at most {@link COUNT_CACHE_MAX_CHARS} characters (≤ 128 MiB of UTF-16 in the worst
+ * case, in practice far less). It holds counts and the strings themselves, in this process's memory
+ * only (like the request bodies it came from; never logged or written anywhere).
+ */
+const countCache = new Map<string, number>();
+
+/** Tokens in `s` (special-token strings counted as text), through the count cache. */
+function countText(s: string): number {
+  if (s.length > COUNT_CACHE_MAX_CHARS) return enc().countTokens(s, AS_TEXT);
+  const hit = countCache.get(s);
+  if (hit !== undefined) {
+    countCache.delete(s);
+    countCache.set(s, hit);
+    return hit;
+  }
+  const n = enc().countTokens(s, AS_TEXT);
+  if (countCache.size >= COUNT_CACHE_ENTRIES) countCache.delete(countCache.keys().next().value!);
+  countCache.set(s, n);
+  return n;
+}
+
 /** Accumulates text and fixed token counts. */
 class Tally {
   fixed = 0;
@@ -45,7 +74,7 @@ class Tally {
     if (typeof s !== 'string' || s.length === 0) return;
     const room = EXACT_CHARS - this.exactChars;
     if (room >= s.length) {
-      this.exactTokens += enc().countTokens(s, AS_TEXT);
+      this.exactTokens += countText(s);
       this.exactChars += s.length;
     } else {
       if (room > 0) {
