@@ -53,6 +53,15 @@ test('keys create prints a key once; list never shows it; revoke works', () => {
     const again = sovra(dir, ['keys', 'revoke', id, '--config', 'sovra.yaml']);
     assert.equal(again.code, 1);
     assert.equal(sovra(dir, ['keys', 'create', '--config', 'sovra.yaml']).code, 1, 'create needs --tenant');
+    // a rotated key shows when it stops working, and that it has once the overlap is over
+    const k2 = /Created key (key_[0-9A-Za-z]+)/.exec(sovra(dir, ['keys', 'create', '--tenant', 'ministry-of-health', '--config', 'sovra.yaml']).out)?.[1];
+    const k3 = /Created key (key_[0-9A-Za-z]+)/.exec(sovra(dir, ['keys', 'create', '--tenant', 'ministry-of-health', '--config', 'sovra.yaml']).out)?.[1];
+    assert.ok(k2 && k3);
+    assert.equal(sovra(dir, ['keys', 'rotate', k2, '--overlap', '24h', '--config', 'sovra.yaml']).code, 0);
+    assert.equal(sovra(dir, ['keys', 'rotate', k3, '--overlap', '0s', '--config', 'sovra.yaml']).code, 0);
+    const listed = sovra(dir, ['keys', 'list', '--config', 'sovra.yaml']).out.split('\n');
+    assert.match(listed.find((l) => l.startsWith(k2))!, /\tactive until \d{4}-/);
+    assert.match(listed.find((l) => l.startsWith(k3))!, /\texpired \d{4}-/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

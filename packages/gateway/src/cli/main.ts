@@ -485,7 +485,7 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
         process.stdout.write(['ID', 'TENANT', 'NAME', 'PREFIX', 'CREATED', 'STATE'].join('\t') + '\n');
         for (const r of rows)
           process.stdout.write(
-            [r.id, r.tenant, r.name ?? '-', r.prefix + '…', new Date(r.createdAt).toISOString(), r.revokedAt ? `revoked ${new Date(r.revokedAt).toISOString()}` : 'active'].join('\t') + '\n',
+            [r.id, r.tenant, r.name ?? '-', r.prefix + '…', new Date(r.createdAt).toISOString(), keyState(r, Date.now())].join('\t') + '\n',
           );
         return 0;
       }
@@ -578,6 +578,13 @@ function scopeOption(values: MeteringValues, verb: string): ScopeOption {
 function checkKeyId(ref: string): string {
   if (ref.trim().startsWith('sk-sovra-')) throw new UsageError('--key takes the key id (key_…, see `sovra keys list`), not the key itself');
   return ref.trim();
+}
+
+/** `active`, `active until <ISO>` (expiry ahead), `expired <ISO>` or `revoked <ISO>`, at `now` (ms). */
+function keyState(k: { revokedAt: number | null; expiresAt: number | null }, now: number): string {
+  if (k.revokedAt !== null) return `revoked ${new Date(k.revokedAt).toISOString()}`;
+  if (k.expiresAt !== null) return k.expiresAt <= now ? `expired ${new Date(k.expiresAt).toISOString()}` : `active until ${new Date(k.expiresAt).toISOString()}`;
+  return 'active';
 }
 
 /** The API key with this id (revoked and expired keys included). @throws Error when there is none */

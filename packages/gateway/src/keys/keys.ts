@@ -130,14 +130,16 @@ export interface KeyInfo {
   prefix: string;
   createdAt: number;
   revokedAt: number | null;
+  /** When the key stops working (ms since epoch; a rotated key's overlap end), or null. */
+  expiresAt: number | null;
 }
 
-/** All keys, revoked ones included, oldest first. */
+/** All keys, revoked and expired ones included, oldest first. */
 export async function listKeys(store: Store): Promise<KeyInfo[]> {
   const rows = await store.db
     .selectFrom('api_keys as k')
     .innerJoin('tenants as t', 't.id', 'k.tenant_id')
-    .select(['k.id', 't.name as tenant', 'k.name', 'k.prefix', 'k.created_at', 'k.revoked_at'])
+    .select(['k.id', 't.name as tenant', 'k.name', 'k.prefix', 'k.created_at', 'k.revoked_at', 'k.expires_at'])
     .orderBy('k.created_at', 'asc')
     .orderBy('k.id', 'asc')
     .execute();
@@ -148,6 +150,7 @@ export async function listKeys(store: Store): Promise<KeyInfo[]> {
     prefix: r.prefix,
     createdAt: Number(r.created_at),
     revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+    expiresAt: r.expires_at === null || r.expires_at === undefined ? null : Number(r.expires_at),
   }));
 }
 
