@@ -556,6 +556,20 @@ export function createFetchTileReader(prefix: string, fetchFn: FetchLike): TileR
 // Writer: entries → tiles and bundles
 // ---------------------------------------------------------------------------------------------------
 
+/**
+ * A copy of `b` in a new buffer. (`b.slice()` is not one when `b` is a subclass whose `slice`
+ * returns a view, as Node's byte buffers do.)
+ */
+function copyBytes(b: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(b);
+}
+
+/** @throws TlogError `INVALID_ARGUMENT` unless `entry` is a Uint8Array of at most 65 535 bytes (spec §2). */
+function checkEntry(entry: Uint8Array): void {
+  if (!(entry instanceof Uint8Array)) throw new TlogError('INVALID_ARGUMENT', 'entry must be a Uint8Array');
+  if (entry.length > MAX_ENTRY_SIZE) throw new TlogError('INVALID_ARGUMENT', `entry of ${entry.length} bytes exceeds 65535`);
+}
+
 /** A tile produced by {@link TileIntegrator.flush}. */
 export interface WrittenTile extends TileSpec {
   readonly data: Uint8Array;
@@ -594,7 +608,13 @@ export class TileIntegrator {
   readonly #stacks: Uint8Array[][] = [[]];
   /** Per tile level: number of full tiles so far. */
   readonly #fullCount: bigint[] = [0n];
-  #entries: Uint8Array[] = [];
+  /**
+   * The pending (partial) entry bundle, already encoded (spec §9.4): the first `#bundleLen` bytes of
+   * `#bundleBuf` hold `#bundleCount` entries. Entries are copied in once, as they are appended.
+   */
+  #bundleBuf: Uint8Array = new Uint8Array(0);
+  #bundleLen = 0;
+  #bundleCount = 0;
   readonly #withBundles: boolean;
   readonly #hasher: TreeHasher;
   readonly #dirty = new Set<number>();
@@ -604,7 +624,7 @@ export class TileIntegrator {
 
   /**
    * @param options.hasher hash implementation (use the node:crypto one on servers)
-   * @param options.bundles produce entry bundles (default `true`; then only {@link appendEntry} is allowed)
+   * @param options.bundles produce entry bundles (default `true`; then only {@link appendEntry} and {@link appendEntryWithLeafHash} are allowed)
    */
   constructor(options: { hasher?: TreeHasher; bundles?: boolean } = {}) {
     this.#hasher = options.hasher ?? defaultTreeHasher;
@@ -627,7 +647,7 @@ export class TileIntegrator {
       t.#fullCount[l.level] = l.fullTiles;
       if (l.partialWidth > 0) {
         const data = await reader.readTile(l.level, l.fullTiles, l.partialWidth);
-        for (const h of decodeHashTile(data, l.partialWidth)) t.#pushRow(l.level, h.slice());
+        for (const h of decodeHashTile(data, l.partialWidth)) t.#pushRow(l.level, copyBytes(h));
       }
     }
     const top = layout.length;
@@ -637,7 +657,10 @@ export class TileIntegrator {
     const w0 = layout[0]?.partialWidth ?? 0;
     if (t.#withBundles && w0 > 0) {
       const bundle = await reader.readEntryBundle(layout[0]!.fullTiles, w0);
-      t.#entries = checkBundleAgainstTile(bundle, encodeHashTile(t.#rows[0]!), w0, t.#hasher).map((e) => e.slice());
+      checkBundleAgainstTile(bundle, encodeHashTile(t.#rows[0]!), w0, t.#hasher); // exactly w0 well-formed entries
+      t.#bundleBuf = copyBytes(bundle);
+      t.#bundleLen = bundle.length;
+      t.#bundleCount = w0;
     }
     return t;
   }
@@ -653,16 +676,43 @@ export class TileIntegrator {
    * @throws TlogError `INVALID_ARGUMENT` if the entry exceeds 65 535 bytes
    */
   appendEntry(entry: Uint8Array): { index: bigint; leafHash: Uint8Array } {
-    if (!(entry instanceof Uint8Array)) throw new TlogError('INVALID_ARGUMENT', 'entry must be a Uint8Array');
-    if (entry.length > MAX_ENTRY_SIZE) throw new TlogError('INVALID_ARGUMENT', `entry of ${entry.length} bytes exceeds 65535`);
-    const leafHash = this.#hasher.hashLeaf(entry);
+    checkEntry(entry);
+    return this.#appendHashed(entry, this.#hasher.hashLeaf(entry));
+  }
+
+  /**
+   * Appends one entry whose leaf hash the caller already computed, e.g. when the entry was hashed
+   * once at commit time and stored next to it: the same as {@link appendEntry} without hashing the
+   * entry again. The entry's bytes still go into the entry bundle.
+   *
+   * `leafHash` MUST be `LH(entry)` = SHA-256(0x00 ‖ entry) (spec §3); it is **not** checked (that is
+   * the saving). A wrong one makes the level-0 tile disagree with the bundle (spec §9.4): the root
+   * and proofs follow the wrong hash, and auditors who check bundles against tiles
+   * (`checkBundleAgainstTile`, `verifyLogFromTiles` with `entries`) reject the log. Pass only hashes
+   * computed by trusted code from these exact bytes. Both are copied (whatever their subclass), so the
+   * caller may reuse them.
+   * @param entry the exact entry bytes (spec §2), at most 65 535
+   * @param leafHash its 32-byte leaf hash
+   * @returns its index and leaf hash (a copy of `leafHash`)
+   * @throws TlogError `INVALID_ARGUMENT` if the entry exceeds 65 535 bytes, or `leafHash` is not a
+   *   32-byte Uint8Array
+   */
+  appendEntryWithLeafHash(entry: Uint8Array, leafHash: Uint8Array): { index: bigint; leafHash: Uint8Array } {
+    checkEntry(entry);
+    assertHash(leafHash, 'leaf hash');
+    return this.#appendHashed(entry, copyBytes(leafHash));
+  }
+
+  /** Appends a checked entry and its leaf hash (owned by the integrator from now on). */
+  #appendHashed(entry: Uint8Array, leafHash: Uint8Array): { index: bigint; leafHash: Uint8Array } {
     const index = this.#size;
     if (this.#withBundles) {
-      this.#entries.push(entry.slice());
+      this.#bundleAppend(entry);
       this.#bundleDirty = true;
-      if (this.#entries.length === TILE_WIDTH) {
-        this.#bundles.push({ index: this.#fullCount[0]!, width: TILE_WIDTH, data: encodeEntryBundle(this.#entries) });
-        this.#entries = [];
+      if (this.#bundleCount === TILE_WIDTH) {
+        this.#bundles.push({ index: this.#fullCount[0]!, width: TILE_WIDTH, data: this.#bundleBuf.slice(0, this.#bundleLen) });
+        this.#bundleLen = 0;
+        this.#bundleCount = 0;
         this.#bundleDirty = false;
       }
     }
@@ -676,12 +726,28 @@ export class TileIntegrator {
    * @throws TlogError `INVALID_ARGUMENT`
    */
   appendLeafHash(leafHash: Uint8Array): bigint {
-    if (this.#withBundles) throw new TlogError('INVALID_ARGUMENT', 'this integrator writes entry bundles: use appendEntry');
+    if (this.#withBundles) throw new TlogError('INVALID_ARGUMENT', 'this integrator writes entry bundles: use appendEntry or appendEntryWithLeafHash');
     assertHash(leafHash, 'leaf hash');
     const index = this.#size;
-    this.#push(0, leafHash.slice());
+    this.#push(0, copyBytes(leafHash));
     this.#size++;
     return index;
+  }
+
+  /** Appends a checked entry to the pending bundle (2-byte big-endian length, then the bytes; spec §9.4). */
+  #bundleAppend(entry: Uint8Array): void {
+    const end = this.#bundleLen + 2 + entry.length;
+    if (end > this.#bundleBuf.length) {
+      const grown = new Uint8Array(Math.max(end, 2 * this.#bundleBuf.length, 4096));
+      grown.set(this.#bundleBuf.subarray(0, this.#bundleLen));
+      this.#bundleBuf = grown;
+    }
+    const b = this.#bundleBuf;
+    b[this.#bundleLen] = entry.length >> 8;
+    b[this.#bundleLen + 1] = entry.length & 0xff;
+    b.set(entry, this.#bundleLen + 2);
+    this.#bundleLen = end;
+    this.#bundleCount++;
   }
 
   /** Appends a hash to a row and its compact range (amortised one node hash). */
@@ -739,8 +805,8 @@ export class TileIntegrator {
       const row = this.#rows[level]!;
       if (row.length > 0) tiles.push({ level, index: this.#fullCount[level]!, width: row.length, data: concatBytes(...row) });
     }
-    if (this.#bundleDirty && this.#entries.length > 0) {
-      bundles.push({ index: this.#fullCount[0]!, width: this.#entries.length, data: encodeEntryBundle(this.#entries) });
+    if (this.#bundleDirty && this.#bundleCount > 0) {
+      bundles.push({ index: this.#fullCount[0]!, width: this.#bundleCount, data: this.#bundleBuf.slice(0, this.#bundleLen) });
     }
     this.#dirty.clear();
     this.#bundleDirty = false;
