@@ -10,7 +10,8 @@
  *
  * A round (every `checkpoint_interval_ms`, and at once when the previous round was full):
  * 1. read up to `batch_max` queued entries in `seq` order, append each to the in-memory
- *    `TileIntegrator` (node:crypto hasher);
+ *    `TileIntegrator` (node:crypto hasher) with the leaf hash the journal computed when it committed
+ *    the entry (stored in the queue row; entries queued without one are hashed here);
  * 2. in ONE transaction: insert the new tiles and bundles (each (level, idx, width) written once,
  *    never rewritten), the index rows, delete exactly the integrated queue rows (by `seq`), set
  *    `integrated_size` (spec §11.3 a–b);
@@ -309,11 +310,13 @@ export class AuditLog {
       const room = CHUNK_ENTRIES - Number(t.size % BigInt(TILE_WIDTH));
       const chunk = rows.slice(at, at + room);
       at += chunk.length;
-      const index: Array<readonly [string, bigint, string]> = [];
+      const index: Array<readonly [string, bigint, Uint8Array]> = [];
       const seqs: number[] = [];
       for (const r of chunk) {
-        const { index: i, leafHash } = t.appendEntry(r.entry);
-        index.push([r.entryId, i, Buffer.from(leafHash.buffer, leafHash.byteOffset, leafHash.byteLength).toString('hex')]);
+        // The journal hashed the entry from these bytes when it committed them; a wrong stored hash
+        // would make the level-0 tile disagree with the bundle, which auditors check (spec §9.4).
+        const { index: i, leafHash } = r.leafHash ? t.appendEntryWithLeafHash(r.entry, r.leafHash) : t.appendEntry(r.entry);
+        index.push([r.entryId, i, leafHash]);
         seqs.push(r.seq);
       }
       const f = t.flush();

@@ -2,7 +2,8 @@
  * The journal: the durable write path of request rows and transparency-log entries, with group commit.
  *
  * `write(item)` resolves only once the item is committed: its request row (`requests`), its entry
- * (`audit_queue`) and its commitment salt (`audit_secrets`) in one transaction. Items that arrive in
+ * (`audit_queue`, with the entry's leaf hash `LH(entry)` computed here from the exact bytes, so the
+ * integrator does not hash it again) and its commitment salt (`audit_secrets`) in one transaction. Items that arrive in
  * the same event-loop turn are committed together (the batch is cut at `setImmediate`, at most
  * `batchMax` items per transaction), so under load one commit serves many requests. Group commit
  * with a floor: a batch is cut at the first `setImmediate` after an idle period (no added latency when
@@ -89,7 +90,7 @@ interface Pending {
 
 const toBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
 
-/** Rows per audit INSERT statement on PostgreSQL (3 parameters each). */
+/** Rows per audit INSERT statement on PostgreSQL (at most 4 parameters each; PostgreSQL allows 65 535). */
 const AUDIT_ROWS_PER_STATEMENT = 10_000;
 
 /** Group-committing writer of request rows and log entries; see the module documentation. */
@@ -250,7 +251,7 @@ export class Journal {
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, this.#batchMax);
       const now = this.#now();
-      const ready: Array<{ p: Pending; item: JournalItem; leaf: string | null }> = [];
+      const ready: Array<{ p: Pending; item: JournalItem; leaf: string | null; leafHash: Uint8Array | null }> = [];
       for (const p of batch) {
         try {
           ready.push({ p, ...materialise(p.item) });
@@ -260,7 +261,7 @@ export class Journal {
       }
       if (ready.length === 0) continue;
       try {
-        await this.#commitPg(ready.map((r) => r.item), now);
+        await this.#commitPg(ready, now);
         for (const r of ready) r.p.resolve(r.leaf);
       } catch (err) {
         if (ready.length === 1) {
@@ -269,7 +270,7 @@ export class Journal {
         }
         for (const r of ready) {
           try {
-            await this.#commitPg([r.item], now);
+            await this.#commitPg([r], now);
             r.p.resolve(r.leaf);
           } catch (e) {
             r.p.reject(asError(e));
@@ -279,13 +280,13 @@ export class Journal {
     }
   }
 
-  async #commitPg(items: JournalItem[], now: number): Promise<void> {
+  async #commitPg(items: readonly Materialised[], now: number): Promise<void> {
     const requests: RequestsTable[] = [];
-    const entries: { entry_id: string; entry: Buffer; created_at: number }[] = [];
+    const entries: { entry_id: string; entry: Buffer; created_at: number; leaf_hash: Buffer | null }[] = [];
     const salts: { entry_id: string; salt: Buffer; created_at: number }[] = [];
-    for (const it of items) {
+    for (const { item: it, leafHash } of items) {
       if (it.request) requests.push(it.request);
-      if (it.entry) entries.push({ entry_id: it.entry.id, entry: toBuffer(it.entry.bytes), created_at: now });
+      if (it.entry) entries.push({ entry_id: it.entry.id, entry: toBuffer(it.entry.bytes), created_at: now, leaf_hash: leafHash && toBuffer(leafHash) });
       if (it.salt) salts.push({ entry_id: it.salt.id, salt: toBuffer(it.salt.salt), created_at: now });
     }
     await this.#store.db.transaction().execute(async (trx) => {
@@ -306,24 +307,35 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
+/**
+ * A journal item as written (see {@link materialise}): `entry` set instead of `requestEntry`, and the
+ * entry's leaf hash `LH(entry)` (32 bytes, spec §3), computed from `item.entry.bytes` by the journal
+ * itself — never taken from a caller — or null when the item has no entry.
+ */
+export interface Materialised {
+  readonly item: JournalItem;
+  readonly leafHash: Uint8Array | null;
+}
+
 /** A prepared batch writer: throws the database error (the whole batch is rolled back). */
-export type JournalTx = (items: readonly JournalItem[], now: number) => void;
+export type JournalTx = (items: readonly Materialised[], now: number) => void;
 
 /**
  * Prepares one synchronous better-sqlite3 transaction that writes journal items (request rows,
- * `audit_queue` entries, `audit_secrets` salts) with cached prepared statements.
+ * `audit_queue` entries with their leaf hashes, `audit_secrets` salts) with cached prepared
+ * statements.
  * @param native an open connection whose schema is migrated
  * @throws the database error when a statement cannot be prepared (schema not migrated)
  */
 export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalTx {
   const cols = REQUEST_COLUMNS;
   const insReq = native.prepare(`INSERT INTO requests (${cols.join(', ')}) VALUES (${cols.map((c) => '@' + c).join(', ')})`);
-  const insEntry = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at) VALUES (?, ?, ?)');
+  const insEntry = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at, leaf_hash) VALUES (?, ?, ?, ?)');
   const insSalt = native.prepare('INSERT INTO audit_secrets (entry_id, salt, created_at) VALUES (?, ?, ?)');
-  return native.transaction((items: readonly JournalItem[], now: number) => {
-    for (const it of items) {
+  return native.transaction((items: readonly Materialised[], now: number) => {
+    for (const { item: it, leafHash } of items) {
       if (it.request) insReq.run(it.request);
-      if (it.entry) insEntry.run(it.entry.id, toBuffer(it.entry.bytes), now);
+      if (it.entry) insEntry.run(it.entry.id, toBuffer(it.entry.bytes), now, leafHash && toBuffer(leafHash));
       if (it.salt) insSalt.run(it.salt.id, toBuffer(it.salt.salt), now);
     }
   });
@@ -331,10 +343,11 @@ export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalT
 
 /**
  * An item as written: `requestEntry` turned into `entry` (the canonical `request` record of the
- * row), and the entry's base64 leaf hash (spec §3), or null without an entry.
+ * row), the entry's leaf hash `LH(entry)` (spec §3) as 32 bytes (`leafHash`, stored in the queue
+ * row) and base64 (`leaf`, returned to the writer), both null without an entry.
  * @throws the record error (TypeError / RangeError of `encodeRecord`)
  */
-export function materialise(item: JournalItem): { item: JournalItem; leaf: string | null } {
+export function materialise(item: JournalItem): Materialised & { leaf: string | null } {
   let it = item;
   if (item.requestEntry && item.request) {
     const bytes = encodeRecord(requestRecord(item.request, item.requestEntry));
@@ -342,7 +355,8 @@ export function materialise(item: JournalItem): { item: JournalItem; leaf: strin
   } else if (item.requestEntry) {
     throw new TypeError('a journal item with requestEntry needs its request row');
   }
-  return { item: it, leaf: it.entry ? encodeBase64(nodeTreeHasher.hashLeaf(it.entry.bytes)) : null };
+  const leafHash = it.entry ? nodeTreeHasher.hashLeaf(it.entry.bytes) : null;
+  return { item: it, leafHash, leaf: leafHash && encodeBase64(leafHash) };
 }
 
 /**
@@ -353,12 +367,12 @@ export function materialise(item: JournalItem): { item: JournalItem; leaf: strin
  */
 export function commitBatch(tx: JournalTx, items: readonly JournalItem[], now: number): Array<Error | string | null> {
   const out: Array<Error | string | null> = new Array(items.length).fill(null);
-  const ready: JournalItem[] = [];
+  const ready: Materialised[] = [];
   const at: number[] = [];
   items.forEach((item, i) => {
     try {
       const m = materialise(item);
-      ready.push(m.item);
+      ready.push(m);
       at.push(i);
       out[i] = m.leaf;
     } catch (err) {

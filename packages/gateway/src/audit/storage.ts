@@ -1,6 +1,7 @@
 /**
- * The transparency log's storage in Sovra's store (tables of migration `0002_audit`): queued entries,
- * the leaf index, hash tiles, entry bundles, signed checkpoints, metadata and commitment salts.
+ * The transparency log's storage in Sovra's store (tables of migrations `0002_audit` and
+ * `0005_audit_leaf_hash`): queued entries, the leaf index, hash tiles, entry bundles, signed
+ * checkpoints, metadata and commitment salts.
  *
  * SQLite uses native better-sqlite3 prepared statements only (synchronous; multi-statement writes in
  * one synchronous `native.transaction()`), PostgreSQL uses Kysely. Tree sizes and indexes are
@@ -15,6 +16,11 @@ export interface QueuedEntry {
   seq: number;
   entryId: string;
   entry: Uint8Array;
+  /**
+   * `LH(entry)` (32 bytes, spec §3) as the journal computed it when it committed the entry, or null
+   * for a row queued without it (an older version, the CLI): then the integrator hashes the entry.
+   */
+  leafHash: Uint8Array | null;
 }
 
 /** A stored signed checkpoint. */
@@ -27,8 +33,8 @@ export interface StoredCheckpoint {
 export interface IntegrationCommit {
   tiles: readonly WrittenTile[];
   bundles: readonly WrittenBundle[];
-  /** `[entry id, leaf index, lowercase-hex leaf hash]` for every integrated entry. */
-  index: ReadonlyArray<readonly [string, bigint, string]>;
+  /** `[entry id, leaf index, 32-byte leaf hash]` for every integrated entry. */
+  index: ReadonlyArray<readonly [string, bigint, Uint8Array]>;
   /** `seq` of every integrated queue row (deleted). */
   seqs: readonly number[];
   /** The new `integrated_size`. */
@@ -84,14 +90,25 @@ export class AuditStorage implements TileReader {
 
   // ----- queue -----
 
-  /** Up to `limit` queued entries in `seq` order. */
+  /**
+   * Up to `limit` queued entries in `seq` order. `entry` and `leafHash` are Buffers owned by the
+   * caller (fresh copies out of the database; not pooled). The stored leaf hash is returned as it
+   * is; `TileIntegrator.appendEntryWithLeafHash` refuses one that is not 32 bytes.
+   */
   async readQueue(limit: number): Promise<QueuedEntry[]> {
     if (this.#s) {
-      const rows = this.#s.readQueue.all(limit) as { seq: number; entry_id: string; entry: Buffer }[];
-      return rows.map((r) => ({ seq: r.seq, entryId: r.entry_id, entry: u8(r.entry) }));
+      // Raw rows (arrays, no per-row objects from the driver); blobs come back as Buffers, which are
+      // Uint8Arrays already: no copy, no view.
+      const rows = this.#s.readQueue.all(limit) as Array<[number, string, Buffer, Buffer | null]>;
+      const out = new Array<QueuedEntry>(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i]!;
+        out[i] = { seq: r[0], entryId: r[1], entry: r[2], leafHash: r[3] };
+      }
+      return out;
     }
-    const rows = await this.store.db.selectFrom('audit_queue').select(['seq', 'entry_id', 'entry']).orderBy('seq').limit(limit).execute();
-    return rows.map((r) => ({ seq: Number(r.seq), entryId: r.entry_id, entry: u8(r.entry as Buffer) }));
+    const rows = await this.store.db.selectFrom('audit_queue').select(['seq', 'entry_id', 'entry', 'leaf_hash']).orderBy('seq').limit(limit).execute();
+    return rows.map((r) => ({ seq: Number(r.seq), entryId: r.entry_id, entry: u8(r.entry as Buffer), leafHash: r.leaf_hash ? u8(r.leaf_hash as Buffer) : null }));
   }
 
   /** Number of queued (not yet integrated) entries. */
@@ -139,7 +156,7 @@ export class AuditStorage implements TileReader {
       for (let i = 0; i < c.index.length; i += PG_CHUNK) {
         await trx
           .insertInto('audit_index')
-          .values(c.index.slice(i, i + PG_CHUNK).map(([entry_id, idx, leaf_hash]) => ({ entry_id, idx: Number(idx), leaf_hash })))
+          .values(c.index.slice(i, i + PG_CHUNK).map(([entry_id, idx, leaf_hash]) => ({ entry_id, idx: Number(idx), leaf_hash: buf(leaf_hash) })))
           .execute();
       }
       for (let i = 0; i < c.seqs.length; i += PG_CHUNK) {
@@ -277,13 +294,19 @@ export class AuditStorage implements TileReader {
     return r ? BigInt(r.idx) : undefined;
   }
 
-  /** Lowest leaf index whose leaf hash is `hex` (lowercase), or undefined. */
+  /**
+   * Lowest leaf index whose leaf hash `LH(entry)` (spec §3) is `hex`, or undefined.
+   * @param hex the leaf hash as 64 lowercase hex digits (stored as 32 bytes); anything else
+   *   (uppercase, wrong length, not hex) matches nothing
+   */
   async indexOfLeafHash(hex: string): Promise<bigint | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(hex)) return undefined;
+    const bytes = Buffer.from(hex, 'hex');
     if (this.#s) {
-      const r = this.#s.indexOfLeafHash.get(hex) as { idx: number | null } | undefined;
+      const r = this.#s.indexOfLeafHash.get(bytes) as { idx: number | null } | undefined;
       return r && r.idx !== null ? BigInt(r.idx) : undefined;
     }
-    const r = await this.store.db.selectFrom('audit_index').select((eb) => eb.fn.min('idx').as('idx')).where('leaf_hash', '=', hex).executeTakeFirst();
+    const r = await this.store.db.selectFrom('audit_index').select((eb) => eb.fn.min('idx').as('idx')).where('leaf_hash', '=', bytes).executeTakeFirst();
     return r && r.idx !== null && r.idx !== undefined ? BigInt(r.idx) : undefined;
   }
 
@@ -318,7 +341,7 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     getMeta: db.prepare('SELECT value FROM audit_meta WHERE key = ?'),
     initMeta: db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
     casMeta: db.prepare('UPDATE audit_meta SET value = ? WHERE key = ? AND value = ?'),
-    readQueue: db.prepare('SELECT seq, entry_id, entry FROM audit_queue ORDER BY seq LIMIT ?'),
+    readQueue: db.prepare('SELECT seq, entry_id, entry, leaf_hash FROM audit_queue ORDER BY seq LIMIT ?').raw(true),
     queueLength: db.prepare('SELECT count(*) AS n FROM audit_queue'),
     queuedEntry: db.prepare('SELECT entry FROM audit_queue WHERE entry_id = ? ORDER BY seq LIMIT 1'),
     tile: db.prepare('SELECT data FROM audit_tiles WHERE level = ? AND idx = ? AND width = ?'),
@@ -335,7 +358,7 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     commit: db.transaction((c: IntegrationCommit, size: string) => {
       for (const t of c.tiles) insTile.run(t.level, t.index, t.width, buf(t.data));
       for (const b of c.bundles) insBundle.run(b.index, b.width, buf(b.data));
-      for (const [id, idx, hex] of c.index) insIndex.run(id, idx, hex);
+      for (const [id, idx, leafHash] of c.index) insIndex.run(id, idx, buf(leafHash));
       const first = c.seqs[0];
       const last = c.seqs[c.seqs.length - 1];
       if (first !== undefined && last !== undefined && last - first + 1 === c.seqs.length) {

@@ -17,6 +17,7 @@
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { m0003_tenancy } from './migration-0003-tenancy.ts';
 import { m0004_metering } from './migration-0004-metering.ts';
+import { m0005_audit_leaf_hash } from './migration-0005-audit-leaf-hash.ts';
 
 /** Migration `0001_init`: tenants, api_keys, requests and their indexes. */
 const m0001_init: Migration = {
@@ -158,6 +159,7 @@ export function migrationsFor(dialect: 'sqlite' | 'postgres'): Readonly<Record<s
     '0002_audit': m0002_audit(dialect),
     '0003_tenancy': m0003_tenancy(dialect),
     '0004_metering': m0004_metering(dialect),
+    '0005_audit_leaf_hash': m0005_audit_leaf_hash(dialect),
   });
 }
 

@@ -119,6 +119,12 @@ export interface AuditQueueTable {
   entry: Uint8Array;
   /** ms since epoch. */
   created_at: number;
+  /**
+   * `LH(entry)` (spec §3, 32 bytes) as computed by the journal at commit time (migration
+   * `0005_audit_leaf_hash`); null for rows queued without it (older versions, the CLI), which the
+   * integrator hashes itself.
+   */
+  leaf_hash: Uint8Array | null;
 }
 
 /** Where each integrated entry sits in the tree. */
@@ -126,8 +132,8 @@ export interface AuditIndexTable {
   entry_id: string;
   /** Leaf index (0-based). Unique. */
   idx: number;
-  /** Lower-case hex `LH(entry)` (spec §3), indexed for `leaf_hash=` lookups. */
-  leaf_hash: string;
+  /** `LH(entry)` (spec §3), 32 bytes (hex text before migration `0005_audit_leaf_hash`), indexed for `leaf_hash=` lookups. */
+  leaf_hash: Uint8Array;
 }
 
 /** Hash tiles (spec §9.2), written once per (level, idx, width), never rewritten. */
