@@ -312,6 +312,7 @@ async function meteredKey(name: string) {
   return k;
 }
 async function budgetOf(keyId: string) {
+  await g.gw.metering()?.flush(); // this process's allotments: write usage, give back the rest
   const [state] = await listBudgets(g.gw.store(), { scopes: [{ kind: 'key', id: keyId }] });
   return state!;
 }
