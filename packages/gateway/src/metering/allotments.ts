@@ -41,7 +41,7 @@ export const EXTRA_DIVISOR = 16;
 /** The last 1/MARGIN_DIVISOR of a budget is only ever granted exactly (end game). */
 export const MARGIN_DIVISOR = 16;
 /** Usage is written to the database at least this often while there is some (ms). */
-export const FLUSH_MS = 100;
+export const FLUSH_MS = 250;
 /** Free capacity of an allotment unused for this long is given back (ms). */
 export const IDLE_MS = 1000;
 

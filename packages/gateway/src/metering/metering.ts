@@ -15,6 +15,13 @@ import { scopeKey, type Budget, type LimitSpec, type Scope } from './types.ts';
 
 /** How long limit and budget definitions are cached (ms). */
 export const DEFINITIONS_TTL_MS = 2000;
+/** The two rate-limit metrics, in header order. */
+const METRICS = ['rpm', 'tpm'] as const;
+/** OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` header names per metric. */
+const HEADER_NAMES = {
+  rpm: ['x-ratelimit-limit-requests', 'x-ratelimit-remaining-requests', 'x-ratelimit-reset-requests'],
+  tpm: ['x-ratelimit-limit-tokens', 'x-ratelimit-remaining-tokens', 'x-ratelimit-reset-tokens'],
+} as const;
 /** Rate-limit window (s): limits are per minute. */
 const WINDOW_S = 60;
 
@@ -433,23 +440,32 @@ export class Metering {
    */
   #headers(results: Array<{ check: Check; res: RateLimiterRes }>, givenBack: boolean): Record<string, string> {
     const h: Record<string, string> = {};
-    for (const [metric, suffix] of [['rpm', 'requests'], ['tpm', 'tokens']] as const) {
-      let best: { limit: number; remaining: number; reset: number } | null = null;
+    for (const metric of METRICS) {
+      let found = false;
+      let limit = 0;
+      let remaining = 0;
+      let reset = 0;
       for (const { check, res } of results) {
         if (check.metric !== metric) continue;
         const back = givenBack ? check.points : 0;
-        const remaining = Math.max(0, Math.min(check.limit, check.limit - res.consumedPoints + back));
-        const cand = { limit: check.limit, remaining, reset: res.msBeforeNext };
-        if (!best || cand.remaining < best.remaining || (cand.remaining === best.remaining && cand.reset < best.reset)) best = cand;
+        const rem = Math.max(0, Math.min(check.limit, check.limit - res.consumedPoints + back));
+        if (!found || rem < remaining || (rem === remaining && res.msBeforeNext < reset)) {
+          found = true;
+          limit = check.limit;
+          remaining = rem;
+          reset = res.msBeforeNext;
+        }
       }
-      if (best) {
-        h[`x-ratelimit-limit-${suffix}`] = String(best.limit);
-        h[`x-ratelimit-remaining-${suffix}`] = String(best.remaining);
-        h[`x-ratelimit-reset-${suffix}`] = formatReset(best.reset);
+      if (found) {
+        const n = HEADER_NAMES[metric];
+        h[n[0]] = String(limit);
+        h[n[1]] = String(remaining);
+        h[n[2]] = formatReset(reset);
       }
     }
     return h;
   }
+
 
   /** The 429 for refused rate limits: requests before tokens, key before tenant; retry-after until every refusing window resets. */
   #rateError(results: Array<{ check: Check; res: RateLimiterRes; rejected: boolean }>): MeteringError {
