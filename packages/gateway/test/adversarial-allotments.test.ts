@@ -14,7 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { Allotments, IDLE_MS, type AllotmentHold, type Taken } from '../src/metering/allotments.ts';
-import { createLedger, type Adjustment, type GrantRequest, type GrantResult, type Ledger } from '../src/metering/ledger.ts';
+import { createLedger } from '../src/metering/ledger.ts';
+import { FakeLedger, rng } from './helpers/fake-ledger.ts';
 import { openStore, type Store } from '../src/store/db.ts';
 import { Metering, MeteringError, createBudget, listBudgets, type Budget } from '../src/metering/index.ts';
 
@@ -22,67 +23,10 @@ const PG = process.env['SOVRA_TEST_POSTGRES_URL'];
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-adv-allot-'));
 after(() => rmSync(tmpRoot, { recursive: true, force: true }));
 
-/** `budget_usage` rows with the conditional update of ledger.ts; async like a database; failures injectable. */
-class FakeLedger implements Ledger {
-  readonly rows = new Map<string, { used: number; reserved: number }>();
-  failNextGrant = false;
-  failNextAdjust = false;
-  /** Probability of a thrown error on any call (random failure mode). */
-  failRate = 0;
-  rand: () => number = Math.random;
-  grants = 0;
-  /** Largest `used + reserved` seen right after any grant, per row. */
-  readonly maxCommitted = new Map<string, number>();
-  row(id = 'b1'): { used: number; reserved: number } {
-    let r = this.rows.get(id);
-    if (!r) this.rows.set(id, (r = { used: 0, reserved: 0 }));
-    return r;
-  }
-  async grant(g: GrantRequest): Promise<GrantResult> {
-    await Promise.resolve();
-    if (this.failNextGrant || (this.failRate > 0 && this.rand() < this.failRate)) {
-      this.failNextGrant = false;
-      throw new Error('injected grant failure');
-    }
-    this.grants++;
-    const row = this.row(g.budgetId);
-    if (g.release) row.reserved -= g.release;
-    const fits = (x: number, margin: number) => row.used + row.reserved + x + margin <= g.amount && row.used < g.amount;
-    let granted = -1;
-    if (g.extra > 0 && fits(g.need + g.extra, g.margin)) granted = g.need + g.extra;
-    else if (fits(g.need, 0)) granted = g.need;
-    if (granted < 0) return { fitted: false, granted: 0, free: g.amount - row.used - row.reserved };
-    row.reserved += granted;
-    this.maxCommitted.set(g.budgetId, Math.max(this.maxCommitted.get(g.budgetId) ?? 0, row.used + row.reserved));
-    return { fitted: true, granted, free: g.amount - row.used - row.reserved };
-  }
-  async adjust(ops: readonly Adjustment[]): Promise<void> {
-    await Promise.resolve();
-    if (this.failNextAdjust || (this.failRate > 0 && this.rand() < this.failRate)) {
-      this.failNextAdjust = false;
-      throw new Error('injected adjust failure');
-    }
-    for (const a of ops) {
-      const row = this.row(a.budgetId);
-      row.used += a.used;
-      row.reserved -= a.release;
-    }
-  }
-}
 
 const hold = (amount: number, reserve: number, budgetId = 'b1'): AllotmentHold => ({ budgetId, periodStart: 0, amount, reserve });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function sqliteStore(file = join(tmpRoot, `a-${randomBytes(4).toString('hex')}.db`)): Promise<Store> {
   const s = await openStore(`sqlite:${file}`);
