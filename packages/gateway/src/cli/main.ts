@@ -46,6 +46,7 @@ import {
   getLimits,
   listBudgets,
   listLimits,
+  parseUsageBound,
   queryUsage,
   setLimits,
   usageCsv,
@@ -549,9 +550,6 @@ interface ScopeOption {
   ref: string;
 }
 
-/** RFC 3339 date-time with its offset (as the admin API's `from` / `to`). */
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
-
 /** @throws UsageError when a verb got positional arguments it does not take */
 function noExtraArgs(verb: string, extra: string[]): void {
   if (extra.length > 0) throw new UsageError(`${verb}: unexpected argument "${extra[0]}"`);
@@ -631,9 +629,7 @@ function parseAmount(v: string | undefined): number {
  * @throws UsageError for anything else (a date-time without an offset is ambiguous)
  */
 function parseBound(v: string, option: string): number {
-  const t = v.trim();
-  if (/^[0-9]{1,15}$/.test(t)) return Number(t);
-  const ms = /^\d{4}-\d{2}-\d{2}$/.test(t) || RFC3339.test(t) ? Date.parse(t) : NaN;
+  const ms = parseUsageBound(v.trim(), { plainDate: true });
   if (!Number.isFinite(ms))
     throw new UsageError(`${option} must be a date (2025-06-01, UTC), an RFC 3339 date-time with offset (2025-06-01T13:00:00Z) or ms since the epoch (got "${v}")`);
   return ms;

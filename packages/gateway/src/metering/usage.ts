@@ -6,6 +6,20 @@ import { sql } from 'kysely';
 import { stringify } from 'csv-stringify/sync';
 import type { Store } from '../store/db.ts';
 
+/** An RFC 3339 date-time with its offset (`2025-06-01T13:00:00Z`, `…+08:00`); seconds and fractions optional. */
+export const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
+
+/**
+ * A usage bound (`from` / `to`) as the admin API and the CLI take it: ms since the epoch (digits),
+ * or an RFC 3339 date-time with its offset; with `plainDate`, also a date (`2025-06-01`, UTC midnight).
+ * @returns ms since the epoch, or NaN when `v` is none of these (callers raise their own error)
+ */
+export function parseUsageBound(v: string, opts: { plainDate?: boolean } = {}): number {
+  if (/^[0-9]{1,15}$/.test(v)) return Number(v);
+  if (RFC3339.test(v) || (opts.plainDate === true && /^\d{4}-\d{2}-\d{2}$/.test(v))) return Date.parse(v);
+  return NaN;
+}
+
 /**
  * What to roll up. Times are ms since epoch: rows with `from <= ts < to`. `groupBy`: one row per
  * UTC hour or UTC day (`bucket` = its start) or none (`bucket` = null; default), always further

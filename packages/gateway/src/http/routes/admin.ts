@@ -64,6 +64,8 @@ import {
   getLimits,
   listBudgets,
   listLimits,
+  parseUsageBound,
+  RFC3339,
   queryUsage,
   setLimits,
   usageCsv,
@@ -359,7 +361,6 @@ const usageOut = (r: UsageRow) => ({ ...r, bucket: iso(r.bucket) });
 // Input helpers
 // ------------------------------------------------------------------------------------------------
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
 
 /** A date-time string → ms; null stays null. @throws 400 */
 function parseTime(v: string | null, param: string): number | null {
@@ -372,8 +373,9 @@ function parseTime(v: string | null, param: string): number | null {
 /** Usage bounds: a date-time or ms since epoch. @throws 400 */
 function parseBound(v: string | undefined, param: string): number | undefined {
   if (v === undefined) return undefined;
-  if (/^[0-9]{1,15}$/.test(v)) return Number(v);
-  return parseTime(v, param)!;
+  const ms = parseUsageBound(v);
+  if (!Number.isFinite(ms)) throw invalidParam(param, `${param} must be an RFC 3339 date-time, e.g. 2030-01-31T00:00:00Z.`);
+  return ms;
 }
 
 /** True when every string (values and member names) in `v` is well-formed UTF-16 (iterative walk). */
