@@ -176,7 +176,7 @@ export class Allotments {
       t.allotment.inFlight -= t.reserved;
       t.allotment.refs--;
     }
-    if (taken.length > 0) this.#schedule();
+    if (taken.length > 0) this.#schedule(taken);
   }
 
   /** Takes what `h` lacks from the database (serialised per allotment); on success `h` is reserved. */
@@ -215,7 +215,7 @@ export class Allotments {
         if (h.reserve > 0 && r.fitted) a.endGame = extra === 0 || r.granted < need + extra;
         if (!r.fitted) {
           a.endGame = true;
-          this.#schedule(); // end game: what this allotment holds goes back at once
+          this.#schedule([{ allotment: a }]); // end game: what this allotment holds goes back at once
           return false;
         }
         if (h.reserve === 0) return true; // the row accepted a zero-size request (not exhausted)
@@ -225,7 +225,7 @@ export class Allotments {
     a.pending++;
     const p = a.tail.then(run, run).finally(() => {
       a.pending--;
-      this.#schedule(); // what was taken is given back when unused (see flush)
+      this.#schedule([{ allotment: a }]); // what was taken is given back when unused (see flush)
     });
     a.tail = p.catch(() => undefined);
     return p;
@@ -245,12 +245,13 @@ export class Allotments {
       a.unflushed += Math.max(0, actual[i] ?? 0);
       a.lastUse = now;
     });
-    if (taken.length > 0) this.#schedule();
+    if (taken.length > 0) this.#schedule(taken);
   }
 
   /** Ensures a flush: at the next turn for end-game allotments, else within FLUSH_MS. */
-  #schedule(): void {
-    const urgent = [...this.#map.values()].some((a) => a.endGame && (a.unflushed > 0 || a.free > 0));
+  #schedule(touched: ReadonlyArray<{ readonly allotment: Allotment }> = []): void {
+    // Only the allotments just used can have become urgent (the others are covered by the timer).
+    const urgent = touched.some(({ allotment: a }) => a.endGame && (a.unflushed > 0 || a.free > 0));
     if (urgent && !this.#soon) {
       this.#soon = true;
       setImmediate(() => {
