@@ -21,8 +21,10 @@
  *    — one SQLite query per tile, no cache — and every one is verified against the root. Reported:
  *    median / p99 / max time per proof.
  *
- * The gateway's request throughput with the log on vs off is measured by the load benchmark:
- *   node --import tsx bench/gateway.bench.ts --audit off   /   --audit on
+ *    After the drain, 200 `leaf_hash=` lookups of random entries are timed (and checked).
+ *
+ * The gateway's request throughput with the log on vs off is measured by the interleaved A/B:
+ *   node --import tsx bench/routing.bench.ts --vary audit --rounds 4 --duration 6 --connections 16,64
  *
  * Every loop is bounded by a count. Results are printed and written to `<out>/audit-<timestamp>.json`.
  */
@@ -110,6 +112,18 @@ async function integrationBench(entries: number, dir: string) {
   const integrateMs = performance.now() - t0;
   const integrateCpu = cpuMs() - c0;
   if (cp.size !== BigInt(entries)) throw new Error(`integrated ${cp.size} of ${entries}`);
+  // leaf_hash= lookups (spec §10.1; one probe per 16,384-entry epoch, see src/audit/leaf-lookup.ts)
+  const storage = new AuditStorage(store);
+  const lookups: number[] = [];
+  for (let k = 0; k < 200; k++) {
+    const i = Math.floor(Math.random() * entries);
+    const leafHex = Buffer.from(nodeTreeHasher.hashLeaf(items[i]!.entry.bytes)).toString('hex');
+    const t1 = performance.now();
+    const found = await storage.indexOfLeafHash(leafHex);
+    lookups.push(performance.now() - t1);
+    if (found !== BigInt(i)) throw new Error(`leaf_hash lookup of entry ${i} gave ${found}`);
+  }
+  lookups.sort((a, b) => a - b);
   await journal.close();
   await log.close();
   await store.close();
@@ -118,6 +132,7 @@ async function integrationBench(entries: number, dir: string) {
     avgEntryBytes: Math.round(bytes / entries),
     journal: { ms: journalMs, perSecond: (entries / journalMs) * 1000, cpuMs: journalCpu, note: 'request row + entry + salt per item, group-committed 4096 per transaction' },
     integrate: { ms: integrateMs, perSecond: (entries / integrateMs) * 1000, cpuMs: integrateCpu, rounds: Math.ceil(entries / 65_536) },
+    leafHashLookup: { count: lookups.length, medianMs: pct(lookups, 50), p99Ms: pct(lookups, 99), maxMs: lookups[lookups.length - 1]! },
   };
 }
 
@@ -226,7 +241,7 @@ async function main(): Promise<void> {
       `| journal (row + entry + salt, group commit) | ${integration.entries} | ${f(integration.journal.ms)} | ${f(Math.round(integration.journal.perSecond))} | ${f(integration.journal.cpuMs)} |`,
       `| integrate (tiles, bundles, index, checkpoint) | ${integration.entries} | ${f(integration.integrate.ms)} | ${f(Math.round(integration.integrate.perSecond))} | ${f(integration.integrate.cpuMs)} |`,
       '',
-      `Average entry: ${integration.avgEntryBytes} bytes.`,
+      `Average entry: ${integration.avgEntryBytes} bytes. \`leaf_hash=\` lookups at ${integration.entries} entries: median ${f(integration.leafHashLookup.medianMs)} ms, p99 ${f(integration.leafHashLookup.p99Ms)} ms (${integration.leafHashLookup.count} random entries).`,
     ];
     if (proofs) {
       lines.push(

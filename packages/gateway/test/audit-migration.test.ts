@@ -1,10 +1,12 @@
 /**
- * Migration `0005_audit_leaf_hash` on a log written by the previous version (SQLite always;
- * PostgreSQL too when SOVRA_TEST_POSTGRES_URL is set, in a fresh schema dropped afterwards):
- * `audit_index` rows with hex leaf hashes are converted to 32-byte ones, queue rows written without a
- * leaf hash are integrated by hashing them, the journal's rows carry `LH(entry)`, and the resulting log
- * verifies entry by entry (every bundle against its level-0 tile, the root against the checkpoint).
- * Then the migration is rolled back and the hex text comes back.
+ * Migrations `0005_audit_leaf_hash` and `0006_audit_leaf_lookup` on a log written by an older version
+ * (SQLite always; PostgreSQL too when SOVRA_TEST_POSTGRES_URL is set, in a fresh schema dropped
+ * afterwards): `audit_index` rows with hex leaf hashes are converted to 32-byte ones (0005), then moved
+ * to `audit_leaf_lookup` as (epoch, 48-bit prefix, idx) rows (0006); queue rows written without a leaf
+ * hash are integrated by hashing them, the journal's rows carry `LH(entry)`, `leaf_hash=` lookups find
+ * every entry, and the resulting log verifies entry by entry (every bundle against its level-0 tile,
+ * the root against the checkpoint). Then both migrations are rolled back: 0006's `down` restores the
+ * 32-byte hashes from the tiles, 0005's the hex text.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +22,7 @@ import { migrationProvider } from '../src/store/migrations.ts';
 import { Journal } from '../src/audit/journal.ts';
 import { AuditLog } from '../src/audit/integrator.ts';
 import { AuditStorage } from '../src/audit/storage.ts';
+import { LEAF_LOOKUP_EPOCH, leafPrefix } from '../src/audit/leaf-lookup.ts';
 import { createLogger } from '../src/telemetry/logger.ts';
 
 const PG_URL = process.env['SOVRA_TEST_POSTGRES_URL'];
@@ -104,7 +107,7 @@ if (PG_URL) {
 }
 
 for (const backend of backends) {
-  describe(`migration 0005_audit_leaf_hash on ${backend.name}`, () => {
+  describe(`migrations 0005_audit_leaf_hash and 0006_audit_leaf_lookup on ${backend.name}`, () => {
     after(() => backend.cleanup());
 
     test('converts hex index rows, integrates old queue rows by hashing them, and the log verifies', async () => {
@@ -112,7 +115,7 @@ for (const backend of backends) {
       try {
         await migrateTo(store, '0004_metering', schema);
         const oldIds = await writeOldLog(store);
-        await store.migrate();
+        await migrateTo(store, '0005_audit_leaf_hash', schema);
 
         const raw = store.db as unknown as import('kysely').Kysely<any>;
         // every old index row is now the 32-byte leaf hash of its entry
@@ -136,6 +139,17 @@ for (const backend of backends) {
         assert.equal(stored.length, NEW_JOURNALED);
         for (const r of stored) assert.equal(hex(r.leaf_hash), hex(nodeTreeHasher.hashLeaf(entryOf(r.entry_id))));
         assert.equal(leaves[0], Buffer.from(nodeTreeHasher.hashLeaf(entryOf('new_0'))).toString('base64'));
+
+        // 0006: the old index rows become lookup rows (in SQL on both dialects), audit_index keeps ids only
+        await store.migrate();
+        const lookup = await raw.selectFrom('audit_leaf_lookup').select(['epoch', 'prefix', 'idx']).orderBy('idx').execute();
+        assert.equal(lookup.length, OLD_INTEGRATED);
+        for (const r of lookup) {
+          const i = Number(r.idx);
+          assert.equal(Number(r.epoch), Math.floor(i / LEAF_LOOKUP_EPOCH));
+          assert.equal(Number(r.prefix), leafPrefix(nodeTreeHasher.hashLeaf(entryOf(`old_${i}`))), `prefix of index row ${i}`);
+        }
+        assert.deepEqual(Object.keys((await raw.selectFrom('audit_index').selectAll().limit(1).execute())[0]!).sort(), ['entry_id', 'idx']);
 
         // integrate everything: old rows (hashed by the integrator) and new ones (stored hash)
         const log = await AuditLog.open(store, { keyFile: join(tmpRoot, `k-${randomBytes(4).toString('hex')}`), env: {}, intervalMs: 3_600_000, batchMax: 50, logger: createLogger('silent') });
@@ -167,12 +181,25 @@ for (const backend of backends) {
         });
         assert.equal(report.entriesVerified, BigInt(total));
         assert.deepEqual(seen, all);
-        const rows = await raw.selectFrom('audit_index').select(['entry_id', 'leaf_hash']).execute();
+        const rows = await raw
+          .selectFrom('audit_index')
+          .innerJoin('audit_leaf_lookup', 'audit_leaf_lookup.idx', 'audit_index.idx')
+          .select(['entry_id', 'prefix', 'epoch', 'audit_index.idx as idx'])
+          .execute();
         assert.equal(rows.length, total);
-        for (const r of rows) assert.equal(hex(r.leaf_hash), hex(nodeTreeHasher.hashLeaf(entryOf(r.entry_id))));
+        for (const r of rows) {
+          assert.equal(Number(r.prefix), leafPrefix(nodeTreeHasher.hashLeaf(entryOf(r.entry_id))));
+          assert.equal(Number(r.epoch), Math.floor(Number(r.idx) / LEAF_LOOKUP_EPOCH));
+        }
         assert.equal((await raw.selectFrom('audit_queue').select('seq').execute()).length, 0);
 
-        // rolling the migration back restores lowercase hex text (and the old queue shape)
+        // rolling 0006 back restores the 32-byte hashes from the level-0 tiles, for every entry
+        await migrateTo(store, '0005_audit_leaf_hash', schema);
+        const restored = await raw.selectFrom('audit_index').select(['entry_id', 'leaf_hash']).execute();
+        assert.equal(restored.length, total);
+        for (const r of restored) assert.equal(hex(r.leaf_hash), hex(nodeTreeHasher.hashLeaf(entryOf(r.entry_id))), `restored hash of ${r.entry_id}`);
+
+        // rolling 0005 back restores lowercase hex text (and the old queue shape)
         await migrateTo(store, '0004_metering', schema);
         const back = await raw.selectFrom('audit_index').select(['entry_id', 'leaf_hash']).orderBy('idx').limit(3).execute();
         for (const r of back) assert.equal(r.leaf_hash, hex(nodeTreeHasher.hashLeaf(entryOf(r.entry_id))));

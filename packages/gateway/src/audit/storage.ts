@@ -1,7 +1,8 @@
 /**
- * The transparency log's storage in Sovra's store (tables of migrations `0002_audit` and
- * `0005_audit_leaf_hash`): queued entries, the leaf index, hash tiles, entry bundles, signed
- * checkpoints, metadata and commitment salts.
+ * The transparency log's storage in Sovra's store (tables of migrations `0002_audit`,
+ * `0005_audit_leaf_hash` and `0006_audit_leaf_lookup`): queued entries, the leaf index and the
+ * leaf-hash lookup (`./leaf-lookup.ts`), hash tiles, entry bundles, signed checkpoints, metadata and
+ * commitment salts.
  *
  * SQLite uses native better-sqlite3 prepared statements only (synchronous; multi-statement writes in
  * one synchronous `native.transaction()`), PostgreSQL uses Kysely. Tree sizes and indexes are
@@ -10,6 +11,7 @@
 import { TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type WrittenBundle, type WrittenTile } from '@sovra/tlog';
 import { sql } from 'kysely';
 import type { Store } from '../store/db.ts';
+import { LEAF_LOOKUP_EPOCH, leafPrefix } from './leaf-lookup.ts';
 
 /** A queued entry. */
 export interface QueuedEntry {
@@ -33,7 +35,11 @@ export interface StoredCheckpoint {
 export interface IntegrationCommit {
   tiles: readonly WrittenTile[];
   bundles: readonly WrittenBundle[];
-  /** `[entry id, leaf index, 32-byte leaf hash]` for every integrated entry. */
+  /**
+   * `[entry id, leaf index, 32-byte leaf hash]` for every integrated entry, in leaf-index order: the
+   * id goes to `audit_index`, the hash's prefix to `audit_leaf_lookup` (the hash itself is in the
+   * level-0 tiles of the same commit).
+   */
   index: ReadonlyArray<readonly [string, bigint, Uint8Array]>;
   /** `seq` of every integrated queue row (deleted). */
   seqs: readonly number[];
@@ -154,9 +160,14 @@ export class AuditStorage implements TileReader {
           .execute();
       }
       for (let i = 0; i < c.index.length; i += PG_CHUNK) {
+        const part = c.index.slice(i, i + PG_CHUNK);
         await trx
           .insertInto('audit_index')
-          .values(c.index.slice(i, i + PG_CHUNK).map(([entry_id, idx, leaf_hash]) => ({ entry_id, idx: Number(idx), leaf_hash: buf(leaf_hash) })))
+          .values(part.map(([entry_id, idx]) => ({ entry_id, idx: Number(idx) })))
+          .execute();
+        await trx
+          .insertInto('audit_leaf_lookup')
+          .values(part.map(([, idx, leafHash]) => ({ epoch: Math.floor(Number(idx) / LEAF_LOOKUP_EPOCH), prefix: leafPrefix(leafHash), idx: Number(idx) })))
           .execute();
       }
       for (let i = 0; i < c.seqs.length; i += PG_CHUNK) {
@@ -295,19 +306,37 @@ export class AuditStorage implements TileReader {
   }
 
   /**
-   * Lowest leaf index whose leaf hash `LH(entry)` (spec §3) is `hex`, or undefined.
-   * @param hex the leaf hash as 64 lowercase hex digits (stored as 32 bytes); anything else
-   *   (uppercase, wrong length, not hex) matches nothing
+   * Lowest integrated leaf index whose leaf hash `LH(entry)` (spec §3) is `hex`, or undefined
+   * (spec §10.1 `leaf_hash=` lookup). Probes `audit_leaf_lookup` one epoch at a time, oldest first,
+   * and checks each candidate's full hash against its level-0 tile, so a 48-bit prefix collision never
+   * returns a wrong index (see `./leaf-lookup.ts`). Cost: one index seek per 16,384 entries of the log.
+   * @param hex the leaf hash as 64 lowercase hex digits; anything else (uppercase, wrong length,
+   *   not hex) matches nothing
+   * @throws the database error
    */
   async indexOfLeafHash(hex: string): Promise<bigint | undefined> {
     if (!/^[0-9a-f]{64}$/.test(hex)) return undefined;
-    const bytes = Buffer.from(hex, 'hex');
+    const want = Buffer.from(hex, 'hex');
+    const prefix = leafPrefix(want);
+    const matches = async (idx: number): Promise<boolean> => {
+      const tile = await this.readTile(0, BigInt(Math.floor(idx / 256)), (idx % 256) + 1);
+      const at = (idx % 256) * 32;
+      return want.equals(tile.subarray(at, at + 32));
+    };
     if (this.#s) {
-      const r = this.#s.indexOfLeafHash.get(bytes) as { idx: number | null } | undefined;
-      return r && r.idx !== null ? BigInt(r.idx) : undefined;
+      const s = this.#s;
+      const top = (s.lookupTopEpoch.get() as [number | null])[0];
+      if (top === null) return undefined;
+      for (let e = 0; e <= top; e++) {
+        for (const [idx] of s.lookupProbe.all(e, prefix) as Array<[number]>) if (await matches(idx)) return BigInt(idx);
+      }
+      return undefined;
     }
-    const r = await this.store.db.selectFrom('audit_index').select((eb) => eb.fn.min('idx').as('idx')).where('leaf_hash', '=', bytes).executeTakeFirst();
-    return r && r.idx !== null && r.idx !== undefined ? BigInt(r.idx) : undefined;
+    // One round trip: a lateral probe per epoch (PostgreSQL 15 has no skip scan).
+    const r = await sql<{ idx: string | number }>`select l.idx from generate_series(0, (select coalesce(max(epoch), -1) from audit_leaf_lookup)) as e(n)
+      cross join lateral (select idx from audit_leaf_lookup where epoch = e.n and prefix = ${prefix}) as l order by l.idx`.execute(this.store.db);
+    for (const row of r.rows) if (await matches(Number(row.idx))) return BigInt(row.idx);
+    return undefined;
   }
 
   // ----- salts -----
@@ -333,7 +362,8 @@ export class AuditStorage implements TileReader {
 function prepare(db: NonNullable<Store['sqlite']>) {
   const insTile = db.prepare('INSERT INTO audit_tiles (level, idx, width, data) VALUES (?, ?, ?, ?)');
   const insBundle = db.prepare('INSERT INTO audit_bundles (idx, width, data) VALUES (?, ?, ?)');
-  const insIndex = db.prepare('INSERT INTO audit_index (entry_id, idx, leaf_hash) VALUES (?, ?, ?)');
+  const insIndex = db.prepare('INSERT INTO audit_index (entry_id, idx) VALUES (?, ?)');
+  const insLookup = db.prepare('INSERT INTO audit_leaf_lookup (epoch, prefix, idx) VALUES (?, ?, ?)');
   const delQueue = db.prepare('DELETE FROM audit_queue WHERE seq = ?');
   const delRange = db.prepare('DELETE FROM audit_queue WHERE seq BETWEEN ? AND ?');
   const setSize = db.prepare("INSERT INTO audit_meta (key, value) VALUES ('integrated_size', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
@@ -352,13 +382,18 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     checkpointAt: db.prepare('SELECT note FROM audit_checkpoints WHERE size = ?'),
     insertCheckpoint: db.prepare('INSERT INTO audit_checkpoints (size, note, created_at) VALUES (?, ?, ?)'),
     indexOf: db.prepare('SELECT idx FROM audit_index WHERE entry_id = ?'),
-    indexOfLeafHash: db.prepare('SELECT min(idx) AS idx FROM audit_index WHERE leaf_hash = ?'),
+    lookupTopEpoch: db.prepare('SELECT max(epoch) FROM audit_leaf_lookup').raw(true),
+    lookupProbe: db.prepare('SELECT idx FROM audit_leaf_lookup WHERE epoch = ? AND prefix = ? ORDER BY idx').raw(true),
     saltOf: db.prepare('SELECT salt FROM audit_secrets WHERE entry_id = ?'),
     deleteSalt: db.prepare('DELETE FROM audit_secrets WHERE entry_id = ?'),
     commit: db.transaction((c: IntegrationCommit, size: string) => {
       for (const t of c.tiles) insTile.run(t.level, t.index, t.width, buf(t.data));
       for (const b of c.bundles) insBundle.run(b.index, b.width, buf(b.data));
-      for (const [id, idx, leafHash] of c.index) insIndex.run(id, idx, buf(leafHash));
+      for (const [id, idx, leafHash] of c.index) {
+        insIndex.run(id, idx);
+        const i = Number(idx);
+        insLookup.run(Math.floor(i / LEAF_LOOKUP_EPOCH), leafPrefix(leafHash), i);
+      }
       const first = c.seqs[0];
       const last = c.seqs[c.seqs.length - 1];
       if (first !== undefined && last !== undefined && last - first + 1 === c.seqs.length) {

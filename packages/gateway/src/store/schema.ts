@@ -132,8 +132,20 @@ export interface AuditIndexTable {
   entry_id: string;
   /** Leaf index (0-based). Unique. */
   idx: number;
-  /** `LH(entry)` (spec §3), 32 bytes (hex text before migration `0005_audit_leaf_hash`), indexed for `leaf_hash=` lookups. */
-  leaf_hash: Uint8Array;
+}
+
+/**
+ * The leaf-hash lookup (migration `0006_audit_leaf_lookup`, format in `src/audit/leaf-lookup.ts`):
+ * one row per integrated entry, primary key (epoch, prefix, idx). Before that migration the leaf hash
+ * was a column of `audit_index` (hex text until `0005`, then 32 bytes) with a B-tree index.
+ */
+export interface AuditLeafLookupTable {
+  /** `floor(idx / 16384)`. */
+  epoch: number;
+  /** First 6 bytes of `LH(entry)`, unsigned big-endian (< 2^48). */
+  prefix: number;
+  /** Leaf index. */
+  idx: number;
 }
 
 /** Hash tiles (spec §9.2), written once per (level, idx, width), never rewritten. */
@@ -232,6 +244,7 @@ export interface Database {
   requests: RequestsTable;
   audit_queue: AuditQueueTable;
   audit_index: AuditIndexTable;
+  audit_leaf_lookup: AuditLeafLookupTable;
   audit_tiles: AuditTilesTable;
   audit_bundles: AuditBundlesTable;
   audit_checkpoints: AuditCheckpointsTable;
