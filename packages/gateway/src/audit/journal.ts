@@ -37,6 +37,8 @@ import type { Store } from '../store/db.ts';
 import type { RequestsTable } from '../store/schema.ts';
 import { REQUEST_COLUMNS, ROWS_PER_STATEMENT, normalise } from '../store/requests.ts';
 import { encodeRecord, requestRecord, type RecordCommitments, type RecordPolicy } from './record.ts';
+import type { QueuedEntry } from './storage.ts';
+import type { QueueTail } from './queue-tail.ts';
 
 /** One unit of the journal; every part is optional, all parts commit together. */
 export interface JournalItem {
@@ -67,6 +69,12 @@ export interface JournalOptions {
    * to the same SQLite file. Without it, SQLite batches are committed in-thread.
    */
   committer?: BatchCommitter;
+  /**
+   * In-thread SQLite mode: the queue rows of every committed batch are appended here, for an
+   * integrator on the same connection (`AuditLogOptions.tail`). The store worker does the same
+   * with its own tail.
+   */
+  tail?: QueueTail;
 }
 
 /** Something that commits journal batches off the event loop (the store worker thread). */
@@ -110,6 +118,7 @@ export class Journal {
   #worker: BatchCommitter | null = null;
   /** performance.now() of the last commit's start. */
   #lastCommit = -Infinity;
+  readonly #tail: QueueTail | undefined;
 
   /** @throws RangeError for a `batchMax` below 1 */
   constructor(store: Store, opts: JournalOptions = {}) {
@@ -119,6 +128,7 @@ export class Journal {
     this.#now = opts.now ?? Date.now;
     this.#minIntervalMs = opts.minIntervalMs ?? 1;
     this.#worker = opts.committer ?? null;
+    this.#tail = opts.tail;
   }
 
   /** Items accepted but not yet committed or rejected. */
@@ -238,7 +248,7 @@ export class Journal {
     }
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, this.#batchMax);
-      const results = commitBatch(tx, batch.map((b) => b.item), this.#now());
+      const results = commitBatch(tx, batch.map((b) => b.item), this.#now(), this.#tail);
       batch.forEach((b, i) => {
         const r = results[i] ?? null;
         if (r instanceof Error) b.reject(r);
@@ -317,8 +327,11 @@ export interface Materialised {
   readonly leafHash: Uint8Array | null;
 }
 
-/** A prepared batch writer: throws the database error (the whole batch is rolled back). */
-export type JournalTx = (items: readonly Materialised[], now: number) => void;
+/**
+ * A prepared batch writer: throws the database error (the whole batch is rolled back).
+ * @returns the `audit_queue` rows it inserted (seq = the row's rowid), in insertion order
+ */
+export type JournalTx = (items: readonly Materialised[], now: number) => QueuedEntry[];
 
 /**
  * Prepares one synchronous better-sqlite3 transaction that writes journal items (request rows,
@@ -333,11 +346,17 @@ export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalT
   const insEntry = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at, leaf_hash) VALUES (?, ?, ?, ?)');
   const insSalt = native.prepare('INSERT INTO audit_secrets (entry_id, salt, created_at) VALUES (?, ?, ?)');
   return native.transaction((items: readonly Materialised[], now: number) => {
+    const queued: QueuedEntry[] = [];
     for (const { item: it, leafHash } of items) {
       if (it.request) insReq.run(it.request);
-      if (it.entry) insEntry.run(it.entry.id, toBuffer(it.entry.bytes), now, leafHash && toBuffer(leafHash));
+      if (it.entry) {
+        const bytes = toBuffer(it.entry.bytes);
+        const info = insEntry.run(it.entry.id, bytes, now, leafHash && toBuffer(leafHash));
+        queued.push({ seq: Number(info.lastInsertRowid), entryId: it.entry.id, entry: bytes, leafHash });
+      }
       if (it.salt) insSalt.run(it.salt.id, toBuffer(it.salt.salt), now);
     }
+    return queued;
   });
 }
 
@@ -363,9 +382,11 @@ export function materialise(item: JournalItem): Materialised & { leaf: string | 
  * Materialises and commits `items` in one transaction; when that fails, retries each item in its
  * own transaction so one bad item (a duplicate id…) does not take the others with it.
  * @param now ms since the epoch (`created_at`)
+ * @param tail receives the `audit_queue` rows of every transaction that committed, in seq order
+ *   (the integrator's in-memory {@link QueueTail}), when given
  * @returns per item: its error, or its leaf hash (base64) / null when it has no entry
  */
-export function commitBatch(tx: JournalTx, items: readonly JournalItem[], now: number): Array<Error | string | null> {
+export function commitBatch(tx: JournalTx, items: readonly JournalItem[], now: number, tail?: QueueTail): Array<Error | string | null> {
   const out: Array<Error | string | null> = new Array(items.length).fill(null);
   const ready: Materialised[] = [];
   const at: number[] = [];
@@ -381,7 +402,8 @@ export function commitBatch(tx: JournalTx, items: readonly JournalItem[], now: n
   });
   if (ready.length === 0) return out;
   try {
-    tx(ready, now);
+    const queued = tx(ready, now);
+    tail?.push(queued);
   } catch (err) {
     if (ready.length === 1) {
       out[at[0]!] = asError(err);
@@ -389,7 +411,8 @@ export function commitBatch(tx: JournalTx, items: readonly JournalItem[], now: n
     }
     ready.forEach((it, k) => {
       try {
-        tx([it], now);
+        const queued = tx([it], now);
+        tail?.push(queued);
       } catch (e) {
         out[at[k]!] = asError(e);
       }

@@ -117,6 +117,23 @@ export class AuditStorage implements TileReader {
     return rows.map((r) => ({ seq: Number(r.seq), entryId: r.entry_id, entry: u8(r.entry as Buffer), leafHash: r.leaf_hash ? u8(r.leaf_hash as Buffer) : null }));
   }
 
+  /** The queue's head (the row with the smallest `seq`), or undefined when the queue is empty. */
+  async queueHead(): Promise<{ seq: number; entryId: string } | undefined> {
+    if (this.#s) {
+      const r = this.#s.queueHead.get() as [number, string] | undefined;
+      return r ? { seq: r[0], entryId: r[1] } : undefined;
+    }
+    const r = await this.store.db.selectFrom('audit_queue').select(['seq', 'entry_id']).orderBy('seq').limit(1).executeTakeFirst();
+    return r ? { seq: Number(r.seq), entryId: r.entry_id } : undefined;
+  }
+
+  /** The entry id of queue row `seq`, or undefined. */
+  async queuedIdAt(seq: number): Promise<string | undefined> {
+    if (this.#s) return (this.#s.queuedIdAt.get(seq) as [string] | undefined)?.[0];
+    const r = await this.store.db.selectFrom('audit_queue').select('entry_id').where('seq', '=', seq).executeTakeFirst();
+    return r?.entry_id;
+  }
+
   /** Number of queued (not yet integrated) entries. */
   async queueLength(): Promise<number> {
     if (this.#s) return (this.#s.queueLength.get() as { n: number }).n;
@@ -373,6 +390,8 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     casMeta: db.prepare('UPDATE audit_meta SET value = ? WHERE key = ? AND value = ?'),
     readQueue: db.prepare('SELECT seq, entry_id, entry, leaf_hash FROM audit_queue ORDER BY seq LIMIT ?').raw(true),
     queueLength: db.prepare('SELECT count(*) AS n FROM audit_queue'),
+    queueHead: db.prepare('SELECT seq, entry_id FROM audit_queue ORDER BY seq LIMIT 1').raw(true),
+    queuedIdAt: db.prepare('SELECT entry_id FROM audit_queue WHERE seq = ?').raw(true),
     queuedEntry: db.prepare('SELECT entry FROM audit_queue WHERE entry_id = ? ORDER BY seq LIMIT 1'),
     tile: db.prepare('SELECT data FROM audit_tiles WHERE level = ? AND idx = ? AND width = ?'),
     bundle: db.prepare('SELECT data FROM audit_bundles WHERE idx = ? AND width = ?'),
