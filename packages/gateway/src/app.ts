@@ -28,6 +28,7 @@ import { Journal } from './audit/journal.ts';
 import { AuditLog } from './audit/integrator.ts';
 import { StoreWorker, type RunningAuditLog } from './audit/store-worker.ts';
 import { Metering } from './metering/index.ts';
+import { createLedger } from './metering/ledger.ts';
 import { createJournalSink } from './audit/sink.ts';
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { PrivacyGuard } from './privacy/guard.ts';
@@ -169,6 +170,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       prices: config.metering.prices,
       defaultMaxTokens: config.metering.default_max_tokens,
       onError: (err) => logger.error({ err }, 'writing settled budget usage to the database failed; it is kept and retried'),
+      // SQLite file: allotments are granted and written back on the store worker (see StoreWorker.ledger).
+      ...(storeWorker ? { ledger: storeWorker.ledger(createLedger(store)) } : {}),
     });
     auth = new KeyAuthenticator(store);
     phase = null;
@@ -262,9 +265,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     async close() {
       await app.close();
       await journal?.close();
+      // Metering first: its last write-back of budget usage goes through the store worker.
+      await metering?.close();
       await auditLog?.close();
       await storeWorker?.close();
-      await metering?.close();
       await routing.close();
       await store?.close();
     },

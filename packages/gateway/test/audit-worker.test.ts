@@ -18,6 +18,8 @@ import { Commitments, SALT_BYTES, encodeRecord, freshSalt, requestRecord } from 
 import { createLogger } from '../src/telemetry/logger.ts';
 import type { RequestsTable } from '../src/store/schema.ts';
 import { newRequestId } from '../src/http/request-id.ts';
+import { createBudget } from '../src/metering/index.ts';
+import { createLedger, type Adjustment, type GrantRequest } from '../src/metering/ledger.ts';
 
 const logger = createLogger('silent');
 
@@ -166,6 +168,32 @@ describe('store worker on a SQLite file', () => {
     const r = store.sqlite!.prepare('SELECT entry_id FROM audit_queue WHERE entry_id = ?').get(id);
     assert.ok(r, 'committed in-thread');
     await j.close();
+  });
+
+  test('the budget ledger on the worker: grants and write-backs land in budget_usage; once the worker is gone, the fallback ledger takes over', async () => {
+    const budget = await createBudget(store, { scope: { kind: 'tenant', id: 'ten_worker' }, unit: 'tokens', amount: 100, period: 'fixed' });
+    const row = () => store.sqlite!.prepare('SELECT used, reserved FROM budget_usage WHERE budget_id = ?').get(budget.id) as { used: number; reserved: number } | undefined;
+    const fallbackCalls: string[] = [];
+    const inThread = createLedger(store);
+    const fallback = {
+      grant: (g: GrantRequest) => (fallbackCalls.push('grant'), inThread.grant(g)),
+      adjust: (ops: readonly Adjustment[]) => (fallbackCalls.push('adjust'), inThread.adjust(ops)),
+    };
+    const worker = StoreWorker.for(store, logger)!;
+    const ledger = worker.ledger(fallback);
+    const g = { budgetId: budget.id, periodStart: 0, amount: 100, need: 30, extra: 40, margin: 10 };
+    assert.deepEqual(await ledger.grant(g), { fitted: true, granted: 70, free: 30 }, 'need + extra while the margin stays free');
+    assert.deepEqual(row(), { used: 0, reserved: 70 }, 'written by the worker, seen by the main connection');
+    assert.deepEqual(await ledger.grant(g), { fitted: true, granted: 30, free: 0 }, 'then need alone');
+    assert.deepEqual(await ledger.grant({ ...g, need: 1, extra: 0 }), { fitted: false, granted: 0, free: 0 }, 'never beyond the amount');
+    await ledger.adjust([{ budgetId: budget.id, periodStart: 0, used: 25, release: 100 }]);
+    assert.deepEqual(row(), { used: 25, reserved: 0 });
+    assert.deepEqual(fallbackCalls, [], 'nothing went through the fallback while the worker ran');
+    await worker.close();
+    assert.deepEqual(await ledger.grant({ ...g, need: 5, extra: 0 }), { fitted: true, granted: 5, free: 70 });
+    await ledger.adjust([{ budgetId: budget.id, periodStart: 0, used: 5, release: 5 }]);
+    assert.deepEqual(fallbackCalls, ['grant', 'adjust']);
+    assert.deepEqual(row(), { used: 30, reserved: 0 });
   });
 
   test('an integrity failure at open comes back as an AuditIntegrityError', async () => {

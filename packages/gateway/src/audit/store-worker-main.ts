@@ -17,6 +17,7 @@ import { commitBatch, prepareJournalTx, type JournalItem, type JournalTx } from 
 import { AuditLog, type PublishedCheckpoint } from './integrator.ts';
 import type { WorkerAuditOptions } from './store-worker.ts';
 import { QueueTail } from './queue-tail.ts';
+import { createSqliteLedger, type Adjustment, type GrantRequest, type Ledger } from '../metering/ledger.ts';
 
 const port = parentPort as MessagePort;
 const { file } = workerData as { file: string };
@@ -26,6 +27,8 @@ let tx: JournalTx | undefined;
 let audit: AuditLog | undefined;
 /** The rows this thread's commits queued, for the integrator on the same connection (`queue-tail.ts`). */
 const tail = new QueueTail();
+/** The budget ledger on this thread's connection (see `StoreWorker.ledger`). */
+let ledger: Ledger | undefined;
 
 type Msg =
   | { t: 'commit'; b: number; items: JournalItem[]; now: number }
@@ -33,6 +36,8 @@ type Msg =
   | { t: 'audit-start' }
   | { t: 'audit-drain'; id: number }
   | { t: 'audit-close'; id: number }
+  | { t: 'ledger-grant'; id: number; g: GrantRequest }
+  | { t: 'ledger-adjust'; id: number; ops: Adjustment[] }
   | { t: 'exit' };
 
 const wire = (e: unknown) => {
@@ -110,6 +115,15 @@ function handle(m: Msg): void {
     case 'audit-close':
       void reply(m.id, async () => {
         await audit?.close();
+        return null;
+      });
+      return;
+    case 'ledger-grant':
+      void reply(m.id, () => (ledger ??= createSqliteLedger(native)).grant(m.g));
+      return;
+    case 'ledger-adjust':
+      void reply(m.id, async () => {
+        await (ledger ??= createSqliteLedger(native)).adjust(m.ops);
         return null;
       });
       return;

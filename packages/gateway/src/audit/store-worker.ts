@@ -11,7 +11,7 @@
  *
  * Protocol (structured-clone messages, `t` = type):
  * - main → worker: `commit {b, items, now}`, `audit-open {id, opts}`, `audit-start`,
- *   `audit-drain {id}`, `audit-close {id}`, `exit`;
+ *   `audit-drain {id}`, `audit-close {id}`, `ledger-grant {id, g}`, `ledger-adjust {id, ops}`, `exit`;
  * - worker → main: `committed {b, errors}`, `reply {id, ok, value | error}`,
  *   `checkpoint {size, rootHash, note}` after each new checkpoint, `log {level, obj, msg}`.
  *
@@ -22,6 +22,7 @@ import { Worker } from 'node:worker_threads';
 import type { Store } from '../store/db.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { BatchCommitter, JournalItem } from './journal.ts';
+import type { Adjustment, GrantRequest, GrantResult, Ledger } from '../metering/ledger.ts';
 import { AuditIntegrityError, type PublishedCheckpoint } from './integrator.ts';
 import { AuditStorage } from './storage.ts';
 
@@ -224,6 +225,24 @@ export class StoreWorker implements BatchCommitter {
         if (closed || !this.#alive) return;
         closed = true;
         await this.#call({ t: 'audit-close' });
+      },
+    };
+  }
+
+  /**
+   * The budget ledger (`metering/ledger.ts`) run by the worker on its own connection: grants and
+   * write-backs of allotments then take the database's write lock on the worker thread, between
+   * journal commits, instead of waiting for it on the event loop. Once the worker is gone, calls go
+   * to `fallback` (the ledger on the caller's connection); a call in flight when it dies rejects
+   * (allotments keep unwritten usage and retry; a failed grant fails that admission).
+   */
+  ledger(fallback: Ledger): Ledger {
+    return {
+      grant: (g: GrantRequest) => (this.#alive ? this.#call<GrantResult>({ t: 'ledger-grant', g }) : fallback.grant(g)),
+      adjust: async (ops: readonly Adjustment[]) => {
+        if (ops.length === 0) return;
+        if (this.#alive) await this.#call({ t: 'ledger-adjust', ops });
+        else await fallback.adjust(ops);
       },
     };
   }

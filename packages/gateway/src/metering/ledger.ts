@@ -74,9 +74,17 @@ export interface Ledger {
   adjust(ops: readonly Adjustment[]): Promise<void>;
 }
 
-/** The ledger for a store's dialect. */
+/** The ledger for a store's dialect, on the store's own connection. */
 export function createLedger(store: Store): Ledger {
   return store.sqlite ? new SqliteLedger(store.sqlite) : new PostgresLedger(store);
+}
+
+/**
+ * The SQLite ledger on a given native connection (the store worker thread runs one on its own
+ * connection, so that budget writes do not wait for the write lock on the event loop).
+ */
+export function createSqliteLedger(native: BetterSqlite3.Database): Ledger {
+  return new SqliteLedger(native);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Store } from '../store/db.ts';
 import { MeteringError, formatReset, retryAfterSeconds } from './errors.ts';
-import { createLedger } from './ledger.ts';
+import { createLedger, type Ledger } from './ledger.ts';
 import { Allotments, type AllotmentHold, type Taken } from './allotments.ts';
 import { nextPeriodStart, periodStart } from './periods.ts';
 import { costMicros, type PriceTable } from './prices.ts';
@@ -54,6 +54,11 @@ export interface MeteringOptions {
   now?: () => number;
   /** Called when a background write of settled usage fails (it is retried); default: ignored. */
   onError?: (err: unknown) => void;
+  /**
+   * Where allotments are granted and written back (default: `createLedger(store)`, on the store's
+   * connection). The gateway on a SQLite file passes the store worker's (`StoreWorker.ledger`).
+   */
+  ledger?: Ledger;
 }
 
 /** A counter consumed by an admitted request (to give back or correct later). */
@@ -73,6 +78,8 @@ interface BudgetHold {
 }
 
 interface AdmissionState {
+  /** The instance that made the admission (another instance's admission settles to 0). */
+  owner: Metering;
   model: string;
   tpm: Consumed[];
   holds: BudgetHold[];
@@ -80,6 +87,18 @@ interface AdmissionState {
   taken: Taken[];
   settled: Promise<{ costMicros: number }> | null;
 }
+
+/**
+ * Where an admission's state lives: a property under a module-private symbol of the admission
+ * object itself (invisible to JSON, unreachable from outside this module). A WeakMap keyed by
+ * admissions did the same, but every request then added an ephemeron for the garbage collector to
+ * trace (measured: a few µs of GC per request under load).
+ */
+const STATE: unique symbol = Symbol('sovra.metering.admission');
+type Stateful = Admission & { [STATE]?: AdmissionState };
+
+/** Shared empty lists of an admission without limits or budgets (never mutated). */
+const NONE: never[] = [];
 
 interface ScopeDefs {
   limits: LimitSpec | null;
@@ -93,6 +112,9 @@ interface Check {
   scope: Scope;
   limit: number;
   points: number;
+  /** `scopeKey(scope)`, the limiter's key. */
+  key: string;
+  limiter: RateLimiterAbstract;
 }
 
 /**
@@ -122,8 +144,6 @@ export class Metering {
   /** Resolves once the first Redis connection attempt ended (ready, failed or 2 s passed). */
   readonly #redisStartup: Promise<void> | null;
   readonly #limiters = new Map<string, RateLimiterAbstract>();
-  /** Reservations of this instance's admissions (an admission of another instance is unknown here). */
-  readonly #states = new WeakMap<Admission, AdmissionState>();
   readonly #defs = new Map<string, ScopeDefs>();
   readonly #loading = new Map<string, Promise<ScopeDefs>>();
   #generation = 0;
@@ -135,7 +155,7 @@ export class Metering {
   constructor(store: Store, opts: MeteringOptions) {
     this.#store = store;
     this.#opts = opts;
-    this.#allotments = new Allotments(createLedger(store), { now: () => this.#now(), ...(opts.onError ? { onError: opts.onError } : {}) });
+    this.#allotments = new Allotments(opts.ledger ?? createLedger(store), { now: () => this.#now(), ...(opts.onError ? { onError: opts.onError } : {}) });
     this.#prices = opts.prices;
     this.#defaultMaxTokens = Math.max(0, Math.floor(opts.defaultMaxTokens));
     this.#prefix = opts.keyPrefix ?? 'sovra:rl';
@@ -195,8 +215,7 @@ export class Metering {
     const tc = this.#cached(tenantScope);
     const [kd, td] = kc && tc ? [kc, tc] : await Promise.all([kc ?? this.#definitions(keyScope), tc ?? this.#definitions(tenantScope)]);
     if (kd.limits === null && td.limits === null && kd.budgets.length === 0 && td.budgets.length === 0) {
-      const a: Admission = { headers: {}, reservedCompletionTokens: null };
-      this.#states.set(a, { model: r.model, tpm: [], holds: [], taken: [], settled: null });
+      const a: Stateful = { headers: {}, reservedCompletionTokens: null, [STATE]: { owner: this, model: r.model, tpm: NONE, holds: NONE, taken: NONE, settled: null } };
       return a;
     }
     // Tokens are only needed for TPM limits and budgets (an RPM-only key skips counting).
@@ -207,10 +226,15 @@ export class Metering {
 
     // 1. rate limits
     const checks: Check[] = [];
-    for (const [scope, d] of [[keyScope, kd], [tenantScope, td]] as const) {
-      if (d.limits?.rpm != null) checks.push({ metric: 'rpm', scope, limit: d.limits.rpm, points: 1 });
-      if (d.limits?.tpm != null) checks.push({ metric: 'tpm', scope, limit: d.limits.tpm, points: worst });
-    }
+    const addChecks = (scope: Scope, d: ScopeDefs) => {
+      const l = d.limits;
+      if (l === null) return;
+      const key = l.rpm != null || l.tpm != null ? scopeKey(scope) : '';
+      if (l.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, points: 1, key, limiter: this.#limiter('rpm', l.rpm) });
+      if (l.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, points: worst, key, limiter: this.#limiter('tpm', l.tpm) });
+    };
+    addChecks(keyScope, kd);
+    addChecks(tenantScope, td);
     const consumed: Consumed[] = [];
     const results: Array<{ check: Check; res: RateLimiterRes; rejected: boolean }> = [];
     if (checks.length > 0) {
@@ -218,29 +242,25 @@ export class Metering {
       // ready, the limiters answer from their memory insurance at once (rejectIfRedisNotReady).
       if (this.#redisStartup) await this.#redisStartup;
       const now = Date.now();
-      const settledAll = await Promise.allSettled(
-        checks.map((c) => {
-          const limiter = this.#limiter(c.metric, c.limit);
-          return limiter.consume(scopeKey(c.scope), c.points);
-        }),
-      );
+      const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, c.points)));
       let failure: unknown = null;
-      settledAll.forEach((s, i) => {
+      let rejected = 0;
+      for (let i = 0; i < settledAll.length; i++) {
+        const s = settledAll[i]!;
         const check = checks[i]!;
-        const limiter = this.#limiter(check.metric, check.limit);
         if (s.status === 'fulfilled') {
           results.push({ check, res: s.value, rejected: false });
-          consumed.push({ metric: check.metric, limiter, key: scopeKey(check.scope), points: check.points, windowEnd: now + s.value.msBeforeNext });
+          consumed.push({ metric: check.metric, limiter: check.limiter, key: check.key, points: check.points, windowEnd: now + s.value.msBeforeNext });
         } else if (s.reason instanceof RateLimiterRes) {
+          rejected++;
           results.push({ check, res: s.reason, rejected: true });
           // A refused consume still counted its points: give them back too.
-          consumed.push({ metric: check.metric, limiter, key: scopeKey(check.scope), points: check.points, windowEnd: now + s.reason.msBeforeNext });
+          consumed.push({ metric: check.metric, limiter: check.limiter, key: check.key, points: check.points, windowEnd: now + s.reason.msBeforeNext });
         } else {
           failure ??= s.reason;
         }
-      });
-      const rejected = results.filter((x) => x.rejected);
-      if (failure !== null || rejected.length > 0) {
+      }
+      if (failure !== null || rejected > 0) {
         await this.#giveBack(consumed);
         if (failure !== null) throw failure instanceof Error ? failure : new Error(String(failure));
         throw this.#rateError(results);
@@ -249,7 +269,12 @@ export class Metering {
 
     // 2. budgets (fixed order: by budget id)
     const nowMs = this.#now();
-    const budgets = [...kd.budgets, ...td.budgets].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const budgets =
+      td.budgets.length === 0 && kd.budgets.length <= 1
+        ? kd.budgets
+        : kd.budgets.length === 0 && td.budgets.length <= 1
+          ? td.budgets
+          : [...kd.budgets, ...td.budgets].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const holds: BudgetHold[] = budgets.map((b) => ({
       budget: b,
       periodStart: periodStart(b.period, nowMs),
@@ -282,8 +307,11 @@ export class Metering {
       }
     }
     const reserves = holds.length > 0 || consumed.some((c) => c.metric === 'tpm');
-    const a: Admission = { headers: this.#headers(results, false), reservedCompletionTokens: reserves ? maxTokens : null };
-    this.#states.set(a, { model: r.model, tpm: consumed.filter((c) => c.metric === 'tpm'), holds, taken, settled: null });
+    const a: Stateful = {
+      headers: this.#headers(results, false),
+      reservedCompletionTokens: reserves ? maxTokens : null,
+      [STATE]: { owner: this, model: r.model, tpm: consumed.filter((c) => c.metric === 'tpm'), holds, taken, settled: null },
+    };
     return a;
   }
 
@@ -301,8 +329,8 @@ export class Metering {
    * `FLUSH_MS` (see `allotments.ts`), or at once with {@link flush}.
    */
   settle(a: Admission, usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<{ costMicros: number }> {
-    const st = this.#states.get(a);
-    if (!st) return Promise.resolve({ costMicros: 0 });
+    const st = (a as Stateful)[STATE];
+    if (!st || st.owner !== this) return Promise.resolve({ costMicros: 0 });
     if (st.settled) return st.settled;
     const p = this.#settle(st, usage);
     st.settled = p;
