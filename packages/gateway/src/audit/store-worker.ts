@@ -62,6 +62,14 @@ type FromWorker =
   | { t: 'checkpoint'; size: string; rootHash: Uint8Array; note: string }
   | { t: 'log'; level: 'info' | 'warn' | 'error'; obj: Record<string, unknown>; msg: string };
 
+/**
+ * The rejection of a call that was in flight when the worker thread died: whether the worker did
+ * what was asked (and only its answer was lost) is unknown.
+ */
+export class StoreWorkerGoneError extends Error {
+  override readonly name = 'StoreWorkerGoneError';
+}
+
 const fromWire = (e: WireError): Error => {
   const err = e.name === 'AuditIntegrityError' ? new AuditIntegrityError(e.message) : new Error(e.message);
   if (e.code) Object.assign(err, { code: e.code });
@@ -107,10 +115,10 @@ export class StoreWorker implements BatchCommitter {
     });
     this.#w.unref();
     this.#w.on('message', (m: FromWorker) => this.#onMessage(m));
-    this.#w.on('error', (err) => this.#die(new Error(`the store worker failed: ${err.message}`, { cause: err })));
+    this.#w.on('error', (err) => this.#die(new StoreWorkerGoneError(`the store worker failed: ${err.message}`, { cause: err })));
     this.#exited = new Promise((resolve) =>
       this.#w.once('exit', (code) => {
-        this.#die(new Error(`the store worker exited (code ${code})`));
+        this.#die(new StoreWorkerGoneError(`the store worker exited (code ${code})`));
         resolve();
       }),
     );
@@ -233,16 +241,35 @@ export class StoreWorker implements BatchCommitter {
    * The budget ledger (`metering/ledger.ts`) run by the worker on its own connection: grants and
    * write-backs of allotments then take the database's write lock on the worker thread, between
    * journal commits, instead of waiting for it on the event loop. Once the worker is gone, calls go
-   * to `fallback` (the ledger on the caller's connection); a call in flight when it dies rejects
-   * (allotments keep unwritten usage and retry; a failed grant fails that admission).
+   * to `fallback` (the ledger on the caller's connection).
+   *
+   * A call in flight when the worker dies has an unknown outcome (the worker may have committed it
+   * and died before answering). Each is resolved in the direction that can never overspend:
+   * - a **grant** rejects (the admission fails): if the worker did take the capacity, it stays
+   *   counted as `reserved` without being used — stranded until the period ends, as when a process
+   *   crashes, never handed out twice;
+   * - an **adjustment** (write-back) counts as applied: applying it again through the fallback
+   *   would, if the worker had committed it, release its reservation twice and free capacity that
+   *   was spent. If the worker had not, the row keeps the reservation instead of the usage it
+   *   covers (`used + reserved` still covers what was spent; usage beyond a reservation is lost).
+   *   Logged as an error.
+   * A database error reported by the worker (nothing applied) rejects as it does in-thread.
    */
   ledger(fallback: Ledger): Ledger {
     return {
       grant: (g: GrantRequest) => (this.#alive ? this.#call<GrantResult>({ t: 'ledger-grant', g }) : fallback.grant(g)),
       adjust: async (ops: readonly Adjustment[]) => {
         if (ops.length === 0) return;
-        if (this.#alive) await this.#call({ t: 'ledger-adjust', ops });
-        else await fallback.adjust(ops);
+        if (!this.#alive) return fallback.adjust(ops);
+        try {
+          await this.#call({ t: 'ledger-adjust', ops });
+        } catch (err) {
+          if (!(err instanceof StoreWorkerGoneError)) throw err;
+          this.#logger.error(
+            { err, rows: ops.length },
+            'the store worker died during a budget write-back; it is counted as written (budgets may show capacity as reserved until the period ends)',
+          );
+        }
       },
     };
   }
