@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { Migrator, sql, type Kysely } from 'kysely';
+import { Migrator, type Kysely } from 'kysely';
 import { openCheckpoint, verifyLogFromTiles } from '@sovra/tlog';
 import { nodeTreeHasher } from '@sovra/tlog/node';
 import { openStore, type Store } from '../src/store/db.ts';
@@ -28,25 +28,14 @@ import { createBudget } from '../src/metering/index.ts';
 import { createLedger, type Adjustment, type GrantRequest, type Ledger } from '../src/metering/ledger.ts';
 import { Allotments } from '../src/metering/allotments.ts';
 import { Metering } from '../src/metering/metering.ts';
+import { rng } from './helpers/fake-ledger.ts';
+import { storeBackends } from './helpers/store-backends.ts';
 
-const PG_URL = process.env['SOVRA_TEST_POSTGRES_URL'];
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-adv-tll-'));
 after(() => rmSync(tmpRoot, { recursive: true, force: true }));
 const logger = createLogger('silent');
 const hex = (u: Uint8Array) => Buffer.from(u).toString('hex');
 const fresh = () => join(tmpRoot, `${randomBytes(5).toString('hex')}.db`);
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function until(fn: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -295,31 +284,7 @@ describe('Metering admission state (adversarial)', () => {
 // 2. Leaf-hash lookup and migration 0006
 // --------------------------------------------------------------------------------------------
 
-interface Backend {
-  name: 'sqlite' | 'postgres';
-  open(): Promise<{ store: Store; schema?: string }>;
-  cleanup(): Promise<void>;
-}
-const backends: Backend[] = [{ name: 'sqlite', open: async () => ({ store: await openStore(`sqlite:${fresh()}`) }), cleanup: async () => {} }];
-if (PG_URL) {
-  const schemas: string[] = [];
-  backends.push({
-    name: 'postgres',
-    async open() {
-      const schema = `t_${randomBytes(8).toString('hex')}`;
-      schemas.push(schema);
-      return { store: await openStore(PG_URL, { pgSchema: schema }), schema };
-    },
-    async cleanup() {
-      const admin = await openStore(PG_URL);
-      try {
-        for (const s of schemas) await sql`drop schema if exists ${sql.id(s)} cascade`.execute(admin.db);
-      } finally {
-        await admin.close();
-      }
-    },
-  });
-}
+const backends = storeBackends(tmpRoot);
 
 async function migrateTo(store: Store, name: string, schema: string | undefined): Promise<void> {
   const migrator = new Migrator({ db: store.db, provider: migrationProvider(store.dialect), ...(schema ? { migrationTableSchema: schema } : {}) });

@@ -11,16 +11,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { sql } from 'kysely';
 import { nodeTreeHasher } from '@sovra/tlog/node';
-import { openStore, type Store } from '../src/store/db.ts';
 import { Journal } from '../src/audit/journal.ts';
 import { AuditLog } from '../src/audit/integrator.ts';
 import { AuditStorage } from '../src/audit/storage.ts';
 import { LEAF_LOOKUP_EPOCH, leafEpoch, leafPrefix } from '../src/audit/leaf-lookup.ts';
 import { createLogger } from '../src/telemetry/logger.ts';
+import { storeBackends } from './helpers/store-backends.ts';
 
-const PG_URL = process.env['SOVRA_TEST_POSTGRES_URL'];
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-leaf-lookup-'));
 after(() => rmSync(tmpRoot, { recursive: true, force: true }));
 
@@ -41,31 +39,7 @@ describe('leafPrefix and leafEpoch', () => {
   });
 });
 
-interface Backend {
-  name: string;
-  open(): Promise<Store>;
-  cleanup(): Promise<void>;
-}
-const backends: Backend[] = [{ name: 'sqlite', open: () => openStore(`sqlite:${join(tmpRoot, `l-${randomBytes(4).toString('hex')}.db`)}`), cleanup: async () => {} }];
-if (PG_URL) {
-  const schemas: string[] = [];
-  backends.push({
-    name: 'postgres',
-    async open() {
-      const schema = `t_${randomBytes(8).toString('hex')}`;
-      schemas.push(schema);
-      return openStore(PG_URL, { pgSchema: schema });
-    },
-    async cleanup() {
-      const admin = await openStore(PG_URL);
-      try {
-        for (const s of schemas) await sql`drop schema if exists ${sql.id(s)} cascade`.execute(admin.db);
-      } finally {
-        await admin.close();
-      }
-    },
-  });
-}
+const backends = storeBackends(tmpRoot);
 
 /** Past two epoch boundaries, ending in a partial tile. */
 const TOTAL = 2 * LEAF_LOOKUP_EPOCH + 1_000 + 77;
@@ -77,7 +51,7 @@ for (const backend of backends) {
     after(() => backend.cleanup());
 
     test('finds entries in every epoch, the lowest index of a duplicate, and never a forged candidate', async () => {
-      const store = await backend.open();
+      const { store } = await backend.open();
       try {
         await store.migrate();
         const ids = Array.from({ length: TOTAL }, (_, i) => (DUPS.includes(i) ? 'dup' : `e_${i}`));

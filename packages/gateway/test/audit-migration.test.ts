@@ -14,18 +14,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Migrator, sql } from 'kysely';
+import { Migrator } from 'kysely';
 import { TileIntegrator, openCheckpoint, verifyLogFromTiles } from '@sovra/tlog';
 import { nodeTreeHasher } from '@sovra/tlog/node';
-import { openStore, type Store } from '../src/store/db.ts';
+import type { Store } from '../src/store/db.ts';
 import { migrationProvider } from '../src/store/migrations.ts';
 import { Journal } from '../src/audit/journal.ts';
 import { AuditLog } from '../src/audit/integrator.ts';
 import { AuditStorage } from '../src/audit/storage.ts';
 import { LEAF_LOOKUP_EPOCH, leafPrefix } from '../src/audit/leaf-lookup.ts';
 import { createLogger } from '../src/telemetry/logger.ts';
+import { storeBackends } from './helpers/store-backends.ts';
 
-const PG_URL = process.env['SOVRA_TEST_POSTGRES_URL'];
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-audit-migration-'));
 after(() => rmSync(tmpRoot, { recursive: true, force: true }));
 
@@ -71,40 +71,7 @@ async function writeOldLog(store: Store): Promise<string[]> {
   return ids;
 }
 
-interface Backend {
-  name: 'sqlite' | 'postgres';
-  open(): Promise<{ store: Store; schema?: string }>;
-  cleanup(): Promise<void>;
-}
-
-const backends: Backend[] = [
-  {
-    name: 'sqlite',
-    async open() {
-      return { store: await openStore(`sqlite:${join(tmpRoot, `m-${randomBytes(4).toString('hex')}`, 'sovra.db')}`) };
-    },
-    async cleanup() {},
-  },
-];
-if (PG_URL) {
-  const schemas: string[] = [];
-  backends.push({
-    name: 'postgres',
-    async open() {
-      const schema = `t_${randomBytes(8).toString('hex')}`;
-      schemas.push(schema);
-      return { store: await openStore(PG_URL, { pgSchema: schema }), schema };
-    },
-    async cleanup() {
-      const admin = await openStore(PG_URL);
-      try {
-        for (const s of schemas) await sql`drop schema if exists ${sql.id(s)} cascade`.execute(admin.db);
-      } finally {
-        await admin.close();
-      }
-    },
-  });
-}
+const backends = storeBackends(tmpRoot);
 
 for (const backend of backends) {
   describe(`migrations 0005_audit_leaf_hash and 0006_audit_leaf_lookup on ${backend.name}`, () => {
