@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { Allotments, IDLE_MS, type AllotmentHold, type Taken } from '../src/metering/allotments.ts';
 import { createLedger } from '../src/metering/ledger.ts';
-import { FakeLedger, rng } from './helpers/fake-ledger.ts';
+import { FakeLedger } from './helpers/fake-ledger.ts';
+import { rng } from './helpers/prng.ts';
 import { openStore, type Store } from '../src/store/db.ts';
 import { Metering, MeteringError, createBudget, listBudgets, type Budget } from '../src/metering/index.ts';
 

@@ -28,7 +28,7 @@ import { createBudget } from '../src/metering/index.ts';
 import { createLedger, type Adjustment, type GrantRequest, type Ledger } from '../src/metering/ledger.ts';
 import { Allotments } from '../src/metering/allotments.ts';
 import { Metering } from '../src/metering/metering.ts';
-import { rng } from './helpers/fake-ledger.ts';
+import { rng } from './helpers/prng.ts';
 import { storeBackends } from './helpers/store-backends.ts';
 
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-adv-tll-'));

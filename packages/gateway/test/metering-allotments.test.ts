@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Allotments, IDLE_MS, MARGIN_DIVISOR, type Taken } from '../src/metering/allotments.ts';
 import { createLedger } from '../src/metering/ledger.ts';
-import { FakeLedger, rng } from './helpers/fake-ledger.ts';
+import { FakeLedger } from './helpers/fake-ledger.ts';
+import { rng } from './helpers/prng.ts';
 import { openStore } from '../src/store/db.ts';
 import { createBudget, listBudgets } from '../src/metering/index.ts';
 

@@ -13,6 +13,7 @@ import {
 import { BackendHealth, HealthChecker, probeHttp, type BackendHealthOptions } from '../src/routing/health.ts';
 import type { BackendView, PoolMember } from '../src/routing/types.ts';
 import { createLogger } from '../src/telemetry/logger.ts';
+import { rng as seeded } from './helpers/prng.ts';
 
 /** A BackendView whose load and latency the test sets directly. */
 class FakeBackend implements BackendView {
@@ -27,17 +28,6 @@ function member(id: string, weight = 1, maxInFlight = 0): PoolMember & { backend
   return { backend: new FakeBackend(id, maxInFlight), weight };
 }
 
-/** mulberry32: a small seeded PRNG in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function counts(b: Balancer, members: readonly PoolMember[], n: number, exclude?: ReadonlySet<string>): Record<string, number> {
   const out: Record<string, number> = {};

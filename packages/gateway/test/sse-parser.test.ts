@@ -10,6 +10,7 @@ import {
   type SseEvent,
   type SseItem,
 } from '../src/sse/index.ts';
+import { rng } from './helpers/prng.ts';
 
 const encoder = new TextEncoder();
 
@@ -103,17 +104,6 @@ function reference(input: Uint8Array): SseItem[] {
   return items; // the unterminated last line and any incomplete event are discarded
 }
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // A realistic stream: BOM, a provider keep-alive comment, OpenAI chunks with multi-byte UTF-8
 // (2-, 3- and 4-byte sequences), an error event with CRLF endings and multi-line data, fields that

@@ -19,6 +19,7 @@
  * ends with EOS, and sampled decoding rarely does. Tests therefore bound generation with max_tokens.
  */
 import { writeFileSync } from 'node:fs';
+import { rng as prng } from './prng.ts';
 
 /** Model shape (exported so tests can reason about it). */
 export const TINY_GGUF = {
@@ -84,17 +85,6 @@ function buildVocab(): { tokens: string[]; scores: number[]; types: number[] } {
   return { tokens, scores, types };
 }
 
-/** mulberry32: small deterministic PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Approximately standard-normal values (Box–Muller). */
 function gaussian(rand: () => number): () => number {
