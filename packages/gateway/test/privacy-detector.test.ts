@@ -587,26 +587,34 @@ describe('privacy: adversarial review regressions (detector level)', () => {
   /** [type, original text of the span] of every span found in `text`. */
   const found = (text: string, opts: Parameters<typeof detect>[1] = {}): Array<[string, string]> =>
     detect(text, { now: NOW, ...opts }).map((s) => [s.type, text.slice(s.start, s.end)]);
-  /** Median wall time of `f` over 5 runs (after one warm-up), floored at 0.5 ms so tiny times do not dominate a ratio. */
+  /**
+   * Least wall time of `f` over 5 runs (after one warm-up) — the run least disturbed by GC and by
+   * other processes on a shared machine — floored at 0.5 ms so tiny times do not dominate a ratio.
+   */
   const time = (f: () => unknown): number => {
     f();
-    const ts: number[] = [];
+    let best = Infinity;
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
       f();
-      ts.push(performance.now() - t0);
+      best = Math.min(best, performance.now() - t0);
     }
-    ts.sort((a, b) => a - b);
-    return Math.max(0.5, ts[2]!);
+    return Math.max(0.5, best);
   };
   /**
    * Asserts that `work(n)` grows linearly: 10× the input may cost at most 40× the time (a
-   * quadratic stage costs 100×). No absolute time is asserted.
+   * quadratic stage costs 100×, every time). No absolute time is asserted. Measured up to three
+   * times, so that one burst of load on a shared machine does not fail a linear stage.
    */
   const assertLinear = (label: string, work: (n: number) => () => unknown, n: number): void => {
-    const small = time(work(n));
-    const large = time(work(10 * n));
-    assert.ok(large / small < 40, `${label}: ${n} → ${small.toFixed(2)} ms, ${10 * n} → ${large.toFixed(2)} ms (×${(large / small).toFixed(1)})`);
+    let msg = '';
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const small = time(work(n));
+      const large = time(work(10 * n));
+      if (large / small < 40) return;
+      msg = `${label}: ${n} → ${small.toFixed(2)} ms, ${10 * n} → ${large.toFixed(2)} ms (×${(large / small).toFixed(1)})`;
+    }
+    assert.fail(msg);
   };
 
   it('C1: a tie relabelled NATIONAL_ID carries the tied types in `candidates`; other spans carry none', () => {
