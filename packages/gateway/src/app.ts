@@ -50,8 +50,18 @@ export interface Gateway {
   readonly logger: Logger;
   /** Available after {@link Gateway.start} resolved. */
   store(): Store;
-  /** The journal (request rows and log entries); `flush()` waits for everything written so far. */
+  /**
+   * The journal (request rows and log entries); `flush()` waits for everything written so far to be
+   * committed. With the audit log on, a request's `requests` row reaches its table only when its
+   * entry is integrated (`src/audit/queued-rows.ts`): use {@link Gateway.flush} to wait for that.
+   */
   recorder(): Journal;
+  /**
+   * Resolves once everything recorded so far is committed and, with the audit log on, integrated:
+   * every finished request's `requests` row is then in its table. Never rejects (a failed
+   * integration round is logged and its rows stay queued).
+   */
+  flush(): Promise<void>;
   /** The transparency log, when `audit.enabled` (available after {@link Gateway.start}). */
   audit(): RunningAuditLog | undefined;
   /** Rate limits and budgets (available after {@link Gateway.start}). */
@@ -247,6 +257,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     logger,
     store: () => store!,
     recorder: () => journal!,
+    async flush() {
+      await journal?.flush();
+      await auditLog?.drain().catch(() => undefined);
+    },
     metering: () => metering,
     audit: () => auditLog,
     backendsSettled: () => settled,

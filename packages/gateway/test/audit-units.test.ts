@@ -132,7 +132,8 @@ describe('journal failure and audit off, through the gateway', () => {
   });
 
   test('when the journal cannot commit: 503 audit_unavailable instead of the answer; streams end with an error event and no [DONE]', async () => {
-    g.gw.store().sqlite!.exec('ALTER TABLE audit_secrets RENAME TO audit_secrets_gone');
+    // The queue is where a data-plane commit writes (the entry with its row and salt).
+    g.gw.store().sqlite!.exec('ALTER TABLE audit_queue RENAME TO audit_queue_gone');
     try {
       mock.enqueue(jsonResponse(200, chatCompletion({ content: 'secret answer' })));
       const r = await post(g, { model: 'test-model', messages: [{ role: 'user', content: 'hi' }] });
@@ -152,7 +153,7 @@ describe('journal failure and audit off, through the gateway', () => {
       const nf = await post(g, { model: 'nope', messages: [{ role: 'user', content: 'hi' }] });
       assert.equal(nf.status, 503, 'gateway errors too');
     } finally {
-      g.gw.store().sqlite!.exec('ALTER TABLE audit_secrets_gone RENAME TO audit_secrets');
+      g.gw.store().sqlite!.exec('ALTER TABLE audit_queue_gone RENAME TO audit_queue');
     }
     mock.enqueue(jsonResponse(200, chatCompletion()));
     const ok = await post(g, { model: 'test-model', messages: [{ role: 'user', content: 'hi' }] });

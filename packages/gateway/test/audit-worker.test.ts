@@ -18,6 +18,7 @@ import { Commitments, SALT_BYTES, encodeRecord, freshSalt, requestRecord } from 
 import { createLogger } from '../src/telemetry/logger.ts';
 import type { RequestsTable } from '../src/store/schema.ts';
 import { newRequestId } from '../src/http/request-id.ts';
+import { normalise } from '../src/store/requests.ts';
 import { createBudget } from '../src/metering/index.ts';
 import { createLedger, type Adjustment, type GrantRequest } from '../src/metering/ledger.ts';
 
@@ -128,8 +129,11 @@ describe('store worker on a SQLite file', () => {
     const log = await worker.openAudit(store, { keyFile: join(dir, 'k.key'), env: {}, intervalMs: 3_600_000, batchMax: 1000 });
     const j = new Journal(store, { committer: worker });
     const ids = Array.from({ length: 300 }, () => newRequestId());
+    // A row already in `requests` (a data-plane item's row waits in the queue until integration).
+    const taken = newRequestId();
+    await j.write({ request: row(taken) });
     const writes = ids.map((id) => j.write({ request: row(id), requestEntry: { tenant: 't', commitments: digests }, salt: { id, salt: freshSalt() } }));
-    writes.push(j.write({ request: row(ids[5]!) })); // duplicate id
+    writes.push(j.write({ request: row(taken) })); // duplicate id
     const results = await Promise.allSettled(writes);
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 300);
     assert.equal(results[300]!.status, 'rejected');
@@ -143,6 +147,12 @@ describe('store worker on a SQLite file', () => {
 
     const cp = await log.drain();
     assert.equal(cp.size, 300n);
+    // the rows and salts that waited in the queue rows are in their tables now, exactly as written
+    const count = (t: string) => (store.sqlite!.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
+    assert.equal(count('audit_queue'), 0);
+    assert.equal(count('requests'), 301);
+    assert.equal(count('audit_secrets'), 300);
+    assert.deepEqual({ ...(store.sqlite!.prepare('SELECT * FROM requests WHERE id = ?').get(ids[7]!) as object) }, normalise(row(ids[7]!)));
     assert.equal(log.latest().size, 300n, 'the checkpoint published by the worker reached the main thread');
     // and the main thread's storage proves an entry against it
     const root = await rootHashFromTiles(300n, log.storage, nodeTreeHasher);

@@ -126,7 +126,7 @@ function suite(backend: Backend): void {
         await s.migrate();
         await s.migrate();
         const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(s.db);
-        assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup']);
+        assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows']);
         assert.equal(await countRows(s, 'requests'), 0);
       });
 
@@ -163,7 +163,7 @@ function suite(backend: Backend): void {
           const c = await backend.open(a);
           await Promise.all([a.migrate(), b.migrate(), c.migrate()]);
           const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(a.db);
-          assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup']);
+          assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows']);
           assert.equal(await countRows(b, 'tenants'), 0);
         });
       } else {
@@ -190,7 +190,7 @@ function suite(backend: Backend): void {
           const s = await openStore(`sqlite:${file}`);
           try {
             const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(s.db);
-            assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup']);
+            assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows']);
           } finally {
             await s.close();
           }

@@ -3,7 +3,10 @@
  *
  * `write(item)` resolves only once the item is committed: its request row (`requests`), its entry
  * (`audit_queue`, with the entry's leaf hash `LH(entry)` computed here from the exact bytes, so the
- * integrator does not hash it again) and its commitment salt (`audit_secrets`) in one transaction. Items that arrive in
+ * integrator does not hash it again) and its commitment salt (`audit_secrets`) in one transaction.
+ * A data-plane item (`requestEntry`) is one queue row instead: the entry with its request row and
+ * salt, which the integrator moves to their tables when it integrates the entry
+ * (`./queued-rows.ts`), so the commit a response waits for touches one B-tree. Items that arrive in
  * the same event-loop turn are committed together (the batch is cut at `setImmediate`, at most
  * `batchMax` items per transaction), so under load one commit serves many requests. Group commit
  * with a floor: a batch is cut at the first `setImmediate` after an idle period (no added latency when
@@ -98,7 +101,7 @@ interface Pending {
 
 const toBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
 
-/** Rows per audit INSERT statement on PostgreSQL (at most 4 parameters each; PostgreSQL allows 65 535). */
+/** Rows per audit INSERT statement on PostgreSQL (at most 6 parameters each; PostgreSQL allows 65 535). */
 const AUDIT_ROWS_PER_STATEMENT = 10_000;
 
 /** Group-committing writer of request rows and log entries; see the module documentation. */
@@ -292,11 +295,20 @@ export class Journal {
 
   async #commitPg(items: readonly Materialised[], now: number): Promise<void> {
     const requests: RequestsTable[] = [];
-    const entries: { entry_id: string; entry: Buffer; created_at: number; leaf_hash: Buffer | null }[] = [];
+    const entries: { entry_id: string; entry: Buffer; created_at: number; leaf_hash: Buffer | null; request?: string; salt?: Buffer }[] = [];
     const salts: { entry_id: string; salt: Buffer; created_at: number }[] = [];
-    for (const { item: it, leafHash } of items) {
+    for (const { item: it, leafHash, queued: carry } of items) {
+      const entry: (typeof entries)[number] | null = it.entry ? { entry_id: it.entry.id, entry: toBuffer(it.entry.bytes), created_at: now, leaf_hash: leafHash && toBuffer(leafHash) } : null;
+      if (carry && entry && it.request) {
+        // The request row and salt ride with the entry until integration (./queued-rows.ts).
+        entry.request = JSON.stringify(it.request);
+        if (it.salt && it.salt.id === entry.entry_id) entry.salt = toBuffer(it.salt.salt);
+        else if (it.salt) salts.push({ entry_id: it.salt.id, salt: toBuffer(it.salt.salt), created_at: now });
+        entries.push(entry);
+        continue;
+      }
       if (it.request) requests.push(it.request);
-      if (it.entry) entries.push({ entry_id: it.entry.id, entry: toBuffer(it.entry.bytes), created_at: now, leaf_hash: leafHash && toBuffer(leafHash) });
+      if (entry) entries.push(entry);
       if (it.salt) salts.push({ entry_id: it.salt.id, salt: toBuffer(it.salt.salt), created_at: now });
     }
     await this.#store.db.transaction().execute(async (trx) => {
@@ -325,6 +337,11 @@ function asError(err: unknown): Error {
 export interface Materialised {
   readonly item: JournalItem;
   readonly leafHash: Uint8Array | null;
+  /**
+   * True when the item's request row and salt travel in its queue row (`audit_queue.request`,
+   * `.salt`) until the integrator moves them (`./queued-rows.ts`): items built from `requestEntry`.
+   */
+  readonly queued?: boolean;
 }
 
 /**
@@ -345,9 +362,21 @@ export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalT
   const insReq = native.prepare(`INSERT INTO requests (${cols.join(', ')}) VALUES (${cols.map((c) => '@' + c).join(', ')})`);
   const insEntry = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at, leaf_hash) VALUES (?, ?, ?, ?)');
   const insSalt = native.prepare('INSERT INTO audit_secrets (entry_id, salt, created_at) VALUES (?, ?, ?)');
+  // Prepared on first use: a store migrated only up to 0006 (tests of older schemas) has no such columns.
+  let insQueued: ReturnType<typeof native.prepare<unknown[]>> | undefined;
   return native.transaction((items: readonly Materialised[], now: number) => {
     const queued: QueuedEntry[] = [];
-    for (const { item: it, leafHash } of items) {
+    for (const { item: it, leafHash, queued: carry } of items) {
+      if (carry && it.entry && it.request) {
+        // One row, one B-tree: the request row and salt ride with the entry until integration.
+        const bytes = toBuffer(it.entry.bytes);
+        const salt = it.salt && it.salt.id === it.entry.id ? toBuffer(it.salt.salt) : null;
+        insQueued ??= native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at, leaf_hash, request, salt) VALUES (?, ?, ?, ?, ?, ?)');
+        const info = insQueued.run(it.entry.id, bytes, now, leafHash && toBuffer(leafHash), JSON.stringify(it.request), salt);
+        queued.push({ seq: Number(info.lastInsertRowid), entryId: it.entry.id, entry: bytes, leafHash });
+        if (it.salt && !salt) insSalt.run(it.salt.id, toBuffer(it.salt.salt), now);
+        continue;
+      }
       if (it.request) insReq.run(it.request);
       if (it.entry) {
         const bytes = toBuffer(it.entry.bytes);
@@ -363,19 +392,23 @@ export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalT
 /**
  * An item as written: `requestEntry` turned into `entry` (the canonical `request` record of the
  * row), the entry's leaf hash `LH(entry)` (spec §3) as 32 bytes (`leafHash`, stored in the queue
- * row) and base64 (`leaf`, returned to the writer), both null without an entry.
+ * row) and base64 (`leaf`, returned to the writer), both null without an entry. An item built from
+ * `requestEntry` is `queued`: its request row and salt go into the queue row with the entry
+ * (`./queued-rows.ts`), not into their tables.
  * @throws the record error (TypeError / RangeError of `encodeRecord`)
  */
 export function materialise(item: JournalItem): Materialised & { leaf: string | null } {
   let it = item;
+  let queued = false;
   if (item.requestEntry && item.request) {
     const bytes = encodeRecord(requestRecord(item.request, item.requestEntry));
     it = { request: item.request, entry: { id: item.request.id, bytes }, ...(item.salt ? { salt: item.salt } : {}) };
+    queued = true;
   } else if (item.requestEntry) {
     throw new TypeError('a journal item with requestEntry needs its request row');
   }
   const leafHash = it.entry ? nodeTreeHasher.hashLeaf(it.entry.bytes) : null;
-  return { item: it, leafHash, leaf: leafHash && encodeBase64(leafHash) };
+  return { item: it, leafHash, leaf: leafHash && encodeBase64(leafHash), queued };
 }
 
 /**

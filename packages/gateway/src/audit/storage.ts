@@ -1,6 +1,7 @@
 /**
  * The transparency log's storage in Sovra's store (tables of migrations `0002_audit`,
- * `0005_audit_leaf_hash` and `0006_audit_leaf_lookup`): queued entries, the leaf index and the
+ * `0005_audit_leaf_hash`, `0006_audit_leaf_lookup` and `0007_audit_queue_rows`): queued entries
+ * (with the request rows and salts that travel with them, `./queued-rows.ts`), the leaf index and the
  * leaf-hash lookup (`./leaf-lookup.ts`), hash tiles, entry bundles, signed checkpoints, metadata and
  * commitment salts.
  *
@@ -12,6 +13,7 @@ import { TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type 
 import { sql } from 'kysely';
 import type { Store } from '../store/db.ts';
 import { LEAF_LOOKUP_EPOCH, leafPrefix } from './leaf-lookup.ts';
+import { moveQueuedRowsSql } from './queued-rows.ts';
 
 /** A queued entry. */
 export interface QueuedEntry {
@@ -189,6 +191,14 @@ export class AuditStorage implements TileReader {
       }
       for (let i = 0; i < c.seqs.length; i += PG_CHUNK) {
         const part = c.seqs.slice(i, i + PG_CHUNK);
+        // Request rows and salts queued with the entries go to their tables (./queued-rows.ts).
+        // (seqs are integers read from the queue, checked here, so they can be spelled in the SQL.)
+        if (!part.every(Number.isSafeInteger)) throw new TypeError('audit queue seqs must be integers');
+        const where = `seq IN (${part.join(', ')})`;
+        // Lock the rows first, so that a concurrent erasure (which clears a queued salt) either
+        // commits before the move reads them or waits for this transaction (then finds the salt moved).
+        await sql.raw(`SELECT seq FROM audit_queue WHERE ${where} FOR UPDATE`).execute(trx);
+        for (const q of moveQueuedRowsSql('postgres', where)) await sql.raw(q).execute(trx);
         const r = await trx.deleteFrom('audit_queue').where('seq', 'in', part).executeTakeFirst();
         if (Number(r.numDeletedRows) !== part.length) throw new Error('audit queue rows vanished during integration (a second integrator?)');
       }
@@ -358,21 +368,34 @@ export class AuditStorage implements TileReader {
 
   // ----- salts -----
 
-  /** The commitment salt of entry `id`, or undefined (never written, or erased). */
+  /**
+   * The commitment salt of entry `id` — in `audit_secrets`, or still in its queue row before
+   * integration (`./queued-rows.ts`) — or undefined (never written, or erased).
+   */
   async saltOf(id: string): Promise<Uint8Array | undefined> {
     if (this.#s) {
-      const r = this.#s.saltOf.get(id) as { salt: Buffer } | undefined;
+      const r = this.#s.saltOf.get(id, id) as { salt: Buffer } | undefined;
       return r ? u8(r.salt) : undefined;
     }
-    const r = await this.store.db.selectFrom('audit_secrets').select('salt').where('entry_id', '=', id).executeTakeFirst();
-    return r ? u8(r.salt as Buffer) : undefined;
+    const r = await sql<{ salt: Buffer }>`select salt from audit_secrets where entry_id = ${id} union all select salt from audit_queue where entry_id = ${id} and salt is not null limit 1`.execute(this.store.db);
+    return r.rows[0] ? u8(r.rows[0].salt) : undefined;
   }
 
-  /** Deletes the salt of entry `id`. @returns whether a salt was deleted */
+  /**
+   * Deletes the salt of entry `id`, from `audit_secrets` and from its queue row if not integrated yet.
+   * @returns whether a salt was deleted
+   */
   async deleteSalt(id: string): Promise<boolean> {
-    if (this.#s) return this.#s.deleteSalt.run(id).changes > 0;
-    const r = await this.store.db.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
-    return Number(r.numDeletedRows) > 0;
+    if (this.#s) {
+      const s = this.#s;
+      return s.deleteSaltTx(id);
+    }
+    return this.store.db.transaction().execute(async (trx) => {
+      // Queue row first (see eraseEntry in ./cli.ts for why the order matters on PostgreSQL).
+      const q = await trx.updateTable('audit_queue').set({ salt: null }).where('entry_id', '=', id).where('salt', 'is not', null).executeTakeFirst();
+      const r = await trx.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
+      return Number(r.numDeletedRows) + Number(q.numUpdatedRows) > 0;
+    });
   }
 }
 
@@ -384,6 +407,11 @@ function prepare(db: NonNullable<Store['sqlite']>) {
   const delQueue = db.prepare('DELETE FROM audit_queue WHERE seq = ?');
   const delRange = db.prepare('DELETE FROM audit_queue WHERE seq BETWEEN ? AND ?');
   const setSize = db.prepare("INSERT INTO audit_meta (key, value) VALUES ('integrated_size', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  const delSalt = db.prepare('DELETE FROM audit_secrets WHERE entry_id = ?');
+  const clearQueuedSalt = db.prepare('UPDATE audit_queue SET salt = NULL WHERE entry_id = ? AND salt IS NOT NULL');
+  // Request rows and salts queued with the entries go to their tables (./queued-rows.ts).
+  const moveRange = moveQueuedRowsSql('sqlite', 'seq BETWEEN ? AND ?').map((q) => db.prepare(q));
+  const moveOne = moveQueuedRowsSql('sqlite', 'seq = ?').map((q) => db.prepare(q));
   return {
     getMeta: db.prepare('SELECT value FROM audit_meta WHERE key = ?'),
     initMeta: db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
@@ -403,8 +431,8 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     indexOf: db.prepare('SELECT idx FROM audit_index WHERE entry_id = ?'),
     lookupTopEpoch: db.prepare('SELECT max(epoch) FROM audit_leaf_lookup').raw(true),
     lookupProbe: db.prepare('SELECT idx FROM audit_leaf_lookup WHERE epoch = ? AND prefix = ? ORDER BY idx').raw(true),
-    saltOf: db.prepare('SELECT salt FROM audit_secrets WHERE entry_id = ?'),
-    deleteSalt: db.prepare('DELETE FROM audit_secrets WHERE entry_id = ?'),
+    saltOf: db.prepare('SELECT salt FROM audit_secrets WHERE entry_id = ? UNION ALL SELECT salt FROM audit_queue WHERE entry_id = ? AND salt IS NOT NULL LIMIT 1'),
+    deleteSaltTx: db.transaction((id: string): boolean => delSalt.run(id).changes + clearQueuedSalt.run(id).changes > 0),
     commit: db.transaction((c: IntegrationCommit, size: string) => {
       for (const t of c.tiles) insTile.run(t.level, t.index, t.width, buf(t.data));
       for (const b of c.bundles) insBundle.run(b.index, b.width, buf(b.data));
@@ -417,9 +445,11 @@ function prepare(db: NonNullable<Store['sqlite']>) {
       const last = c.seqs[c.seqs.length - 1];
       if (first !== undefined && last !== undefined && last - first + 1 === c.seqs.length) {
         // The usual case: a contiguous run of seqs (read in seq order) — one range delete.
+        for (const m of moveRange) m.run(first, last);
         if (delRange.run(first, last).changes !== c.seqs.length) throw new Error('audit queue rows vanished during integration (a second integrator?)');
       } else {
         for (const seq of c.seqs) {
+          for (const m of moveOne) m.run(seq);
           if (delQueue.run(seq).changes !== 1) throw new Error(`audit queue row ${seq} vanished during integration (a second integrator?)`);
         }
       }

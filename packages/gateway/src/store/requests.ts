@@ -1,6 +1,7 @@
 /**
  * The requests table: its columns, row normalisation for both dialects, and reads. Rows are written
- * by the audit journal (src/audit/journal.ts), in the same group commit as the request's log entry.
+ * by the audit journal (src/audit/journal.ts): with the audit log on, queued with the request's log
+ * entry and moved here when it is integrated (src/audit/queued-rows.ts); with it off, directly.
  */
 import type { Store } from './db.ts';
 import type { RequestsTable } from './schema.ts';

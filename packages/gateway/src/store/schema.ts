@@ -125,6 +125,14 @@ export interface AuditQueueTable {
    * integrator hashes itself.
    */
   leaf_hash: Uint8Array | null;
+  /**
+   * The entry's `requests` row (canonical JSON of the normalised row; PostgreSQL `jsonb`) until the
+   * integrator moves it to `requests` (migration `0007_audit_queue_rows`, `src/audit/queued-rows.ts`),
+   * or null.
+   */
+  request: string | null;
+  /** The entry's commitment salt (32 bytes) until the integrator moves it to `audit_secrets`, or null (none, or erased). */
+  salt: Uint8Array | null;
 }
 
 /** Where each integrated entry sits in the tree. */

@@ -89,7 +89,7 @@ export async function startGateway(opts: StartOptions): Promise<TestGateway> {
   await gw.backendsSettled();
 
   const records = async () => {
-    await gw.recorder().flush();
+    await gw.flush();
     const rows = await listRequests(gw.store(), { limit: 100_000 });
     return rows.sort((a, b) => a.ts - b.ts);
   };
