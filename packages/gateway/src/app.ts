@@ -25,6 +25,7 @@ import { openStore, type Store } from './store/db.ts';
 import { KeyAuthenticator } from './keys/keys.ts';
 import { isAbsolute, resolve } from 'node:path';
 import { Journal } from './audit/journal.ts';
+import { AuditStorage } from './audit/storage.ts';
 import { AuditLog } from './audit/integrator.ts';
 import { StoreWorker, type RunningAuditLog } from './audit/store-worker.ts';
 import { Metering } from './metering/index.ts';
@@ -173,6 +174,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
         : await AuditLog.open(store, { ...auditOpts, env, logger });
       logger.info({ origin: auditLog.origin, vkey: auditLog.vkey, size: String(auditLog.latest().size) }, 'audit log open');
       auditLog.start();
+    } else {
+      // Rows and salts queued with entries while the log was on would wait for an integrator that
+      // does not run: move them to their tables now (the entries stay queued for the log).
+      const released = await new AuditStorage(store).releaseQueuedRows();
+      if (released > 0) logger.info({ rows: released }, 'audit log off: moved the request rows queued with log entries to the usage ledger');
     }
     journal = new Journal(store, storeWorker ? { committer: storeWorker } : {});
     metering = new Metering(store, {

@@ -122,6 +122,31 @@ for (const backend of storeBackends(tmpRoot)) {
       }
     });
 
+    test('a gateway started with the audit log off releases queued rows and salts; the entries stay queued and integrate later', async () => {
+      const { store } = await backend.open();
+      const db = store.db as unknown as Kysely<any>;
+      try {
+        await store.migrate();
+        const journal = new Journal(store);
+        const ids = Array.from({ length: 12 }, () => newRequestId());
+        await Promise.all(ids.map((id, i) => journal.write({ request: row(id, i), requestEntry: { tenant: null, commitments: digests }, salt: { id, salt: freshSalt() } })));
+        await journal.close();
+        const storage = new AuditStorage(store);
+        assert.equal(await storage.releaseQueuedRows(), 12);
+        assert.equal(await storage.releaseQueuedRows(), 0, 'nothing left to release');
+        assert.equal(await count(db, 'requests'), 12);
+        assert.equal(await count(db, 'audit_secrets'), 12);
+        assert.equal(await count(db, 'audit_queue'), 12, 'the entries stay queued');
+        const log = await openLog(store);
+        assert.equal((await log.drain()).size, 12n);
+        await log.close();
+        assert.equal(await count(db, 'requests'), 12, 'integration does not write them twice');
+        assert.equal(await count(db, 'audit_secrets'), 12);
+      } finally {
+        await store.close();
+      }
+    });
+
     test('migration 0007 down moves what is still queued to the tables; up again', async () => {
       const { store, schema } = await backend.open();
       const db = store.db as unknown as Kysely<any>;

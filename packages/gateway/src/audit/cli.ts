@@ -215,7 +215,8 @@ export function auditCheckProof(file: string, o: AuditCliOptions, io: CliIo): nu
  */
 export async function eraseEntry(store: Store, id: string, now: number = Date.now()): Promise<string> {
   const storage = new AuditStorage(store);
-  const exists = (await storage.indexOf(id)) !== undefined || (await storage.queuedEntry(id)) !== undefined;
+  // Queue first: an entry integrated between the two reads is then found in the index.
+  const exists = (await storage.queuedEntry(id)) !== undefined || (await storage.indexOf(id)) !== undefined;
   if (!exists) throw new Error(`no audit entry with id ${id}`);
   const eraseId = randomId('era');
   const bytes = encodeRecord(erasureRecord({ id: eraseId, timeMs: now, target: id }));

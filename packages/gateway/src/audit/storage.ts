@@ -183,6 +183,7 @@ export class AuditStorage implements TileReader {
         await trx
           .insertInto('audit_index')
           .values(part.map(([entry_id, idx]) => ({ entry_id, idx: Number(idx) })))
+          .onConflict((oc) => oc.column('entry_id').doNothing()) // a duplicated id keeps its first index (see prepare())
           .execute();
         await trx
           .insertInto('audit_leaf_lookup')
@@ -366,6 +367,31 @@ export class AuditStorage implements TileReader {
     return undefined;
   }
 
+  /**
+   * Moves the request rows and salts of every queued entry to `requests` and `audit_secrets` and
+   * clears them from the queue, leaving the entries queued (`./queued-rows.ts`). For a gateway
+   * started with the audit log off, whose queued rows no integrator would move. One transaction.
+   * @returns the number of queue rows released
+   */
+  async releaseQueuedRows(): Promise<number> {
+    const where = 'request IS NOT NULL OR salt IS NOT NULL';
+    const clear = `UPDATE audit_queue SET request = NULL, salt = NULL WHERE ${where}`;
+    const native = this.store.sqlite;
+    if (native) {
+      const moves = moveQueuedRowsSql('sqlite', where).map((q) => native.prepare(q));
+      const upd = native.prepare(clear);
+      return native.transaction(() => {
+        for (const m of moves) m.run();
+        return upd.run().changes;
+      }).immediate();
+    }
+    return this.store.db.transaction().execute(async (trx) => {
+      await sql.raw(`SELECT seq FROM audit_queue WHERE ${where} FOR UPDATE`).execute(trx);
+      for (const q of moveQueuedRowsSql('postgres', where)) await sql.raw(q).execute(trx);
+      return Number((await sql.raw(clear).execute(trx)).numAffectedRows ?? 0);
+    });
+  }
+
   // ----- salts -----
 
   /**
@@ -402,7 +428,9 @@ export class AuditStorage implements TileReader {
 function prepare(db: NonNullable<Store['sqlite']>) {
   const insTile = db.prepare('INSERT INTO audit_tiles (level, idx, width, data) VALUES (?, ?, ?, ?)');
   const insBundle = db.prepare('INSERT INTO audit_bundles (idx, width, data) VALUES (?, ?, ?)');
-  const insIndex = db.prepare('INSERT INTO audit_index (entry_id, idx) VALUES (?, ?)');
+  // A second entry with an id already indexed stays in the tree (the spec allows duplicated entries)
+  // but not in the id index, which keeps the first: a duplicate must never stop the log.
+  const insIndex = db.prepare('INSERT INTO audit_index (entry_id, idx) VALUES (?, ?) ON CONFLICT (entry_id) DO NOTHING');
   const insLookup = db.prepare('INSERT INTO audit_leaf_lookup (epoch, prefix, idx) VALUES (?, ?, ?)');
   const delQueue = db.prepare('DELETE FROM audit_queue WHERE seq = ?');
   const delRange = db.prepare('DELETE FROM audit_queue WHERE seq BETWEEN ? AND ?');

@@ -270,7 +270,7 @@ export function readUsage(obj: Record<string, unknown>): Usage | null {
   const c = rawC === undefined || rawC === null ? 0 : tokenCount(rawC);
   if (p === undefined || c === undefined) return null;
   const t = rawT === undefined || rawT === null ? p + c : tokenCount(rawT);
-  if (t === undefined) return null;
+  if (t === undefined || t > MAX_REPORTED_TOKENS) return null; // (a sum of two valid counts can exceed it)
   return { prompt_tokens: p, completion_tokens: c, total_tokens: t };
 }
 

@@ -16,34 +16,58 @@ const COLUMNS = REQUEST_COLUMNS.length;
 /** Rows per INSERT statement, keeping bound parameters under SQLite's (32766) and PostgreSQL's (65535) caps. */
 export const ROWS_PER_STATEMENT = Math.floor(30_000 / COLUMNS);
 
-const intOrNull = (v: number | null | undefined): number | null =>
-  v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v);
+/** Range of PostgreSQL `integer` (int4), the type of the requests table's integer columns but `ts` and `cost_micros`. */
+const INT4_MIN = -(2 ** 31);
+const INT4_MAX = 2 ** 31 - 1;
+
+/** `v` rounded, checked to fit `integer` (int4) or, with `big`, to be a safe integer (bigint). */
+function int(name: string, v: number, big = false): number {
+  const r = Math.round(v);
+  if (!Number.isFinite(r) || (big ? !Number.isSafeInteger(r) : r < INT4_MIN || r > INT4_MAX)) {
+    throw new RangeError(`request row: ${name} = ${v} does not fit its ${big ? 'bigint' : 'integer'} column`);
+  }
+  return r;
+}
+const intOrNull = (name: string, v: number | null | undefined, big = false): number | null =>
+  v === null || v === undefined || !Number.isFinite(v) ? null : int(name, v, big);
+const text = (name: string, v: unknown): string => {
+  if (typeof v !== 'string') throw new TypeError(`request row: ${name} must be a string`);
+  return v;
+};
 
 /**
  * Normalises a row for both dialects: integer columns are rounded (PostgreSQL rejects `1.5` for
  * integer/bigint), booleans-as-numbers become 0/1, absent optionals become null.
+ *
+ * It also checks what the table's constraints would: the row is written as-is with the audit log
+ * off, but with it on it waits in the audit queue as JSON and meets its column types only when its
+ * entry is integrated (`src/audit/queued-rows.ts`) — where a bad value must never get: it would
+ * fail every integration round. So a bad row is refused here, at write time (the request gets its
+ * 503 `audit_unavailable`, as when the table refused it).
+ * @throws RangeError when an integer does not fit its column (`integer`: int4; `ts`, `cost_micros`:
+ *   a safe integer) or a required number is missing; TypeError when a required text is not a string
  */
 export function normalise(row: RequestsTable): RequestsTable {
   return {
-    id: row.id,
-    ts: Math.round(row.ts),
+    id: text('id', row.id),
+    ts: int('ts', row.ts, true),
     key_id: row.key_id ?? null,
     tenant_id: row.tenant_id ?? null,
-    operation: row.operation,
+    operation: text('operation', row.operation),
     model: row.model ?? null,
     backend_id: row.backend_id ?? null,
     upstream_model: row.upstream_model ?? null,
     stream: row.stream ? 1 : 0,
-    status: Math.round(row.status),
-    outcome: row.outcome,
+    status: int('status', row.status),
+    outcome: text('outcome', row.outcome),
     error_code: row.error_code ?? null,
-    latency_ms: Math.max(0, Math.round(row.latency_ms)),
-    ttfb_ms: intOrNull(row.ttfb_ms),
-    prompt_tokens: intOrNull(row.prompt_tokens),
-    completion_tokens: intOrNull(row.completion_tokens),
-    total_tokens: intOrNull(row.total_tokens),
-    usage_source: row.usage_source,
-    cost_micros: intOrNull(row.cost_micros),
+    latency_ms: Math.max(0, int('latency_ms', row.latency_ms)),
+    ttfb_ms: intOrNull('ttfb_ms', row.ttfb_ms),
+    prompt_tokens: intOrNull('prompt_tokens', row.prompt_tokens),
+    completion_tokens: intOrNull('completion_tokens', row.completion_tokens),
+    total_tokens: intOrNull('total_tokens', row.total_tokens),
+    usage_source: text('usage_source', row.usage_source),
+    cost_micros: intOrNull('cost_micros', row.cost_micros, true),
   };
 }
 
