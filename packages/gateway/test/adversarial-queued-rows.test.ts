@@ -1,11 +1,11 @@
 /**
  * Adversarial tests of commit f21aba9: a data-plane request is ONE `audit_queue` row carrying the
- * entry, its `requests` row (`audit_queue.request`, JSON / jsonb) and its salt (`audit_queue.salt`),
+ * entry, its `requests` row (`audit_queue.req_*`; JSON / jsonb until the columns replaced it) and its salt (`audit_queue.salt`),
  * and the integrator moves row and salt to `requests` / `audit_secrets` in SQL inside the transaction
  * that integrates the entry (`src/audit/queued-rows.ts`, `AuditStorage.commitIntegration`, migration
  * 0007). Run on SQLite and, with SOVRA_TEST_POSTGRES_URL, on PostgreSQL. What is attacked:
  *
- * - fidelity: a row that went through JSON and `json_extract` / `jsonb ->>` casts must equal the row
+ * - fidelity: a row that went through the queue (at first JSON with `json_extract` / `jsonb ->>` casts, now typed `req_*` columns) must equal the row
  *   the audit-off path writes directly (seeded nasty strings: quotes, backslashes, control and
  *   astral characters, NUL, '' vs null; integers at the int4 / 2^53 edges; stream 0/1), and a row the
  *   direct path rejects must be rejected by the queued path too;

@@ -42,6 +42,7 @@ import { REQUEST_COLUMNS, ROWS_PER_STATEMENT, normalise } from '../store/request
 import { encodeRecord, requestRecord, type RecordCommitments, type RecordPolicy } from './record.ts';
 import type { QueuedEntry } from './storage.ts';
 import type { QueueTail } from './queue-tail.ts';
+import { QUEUED_REQUEST_COLUMNS, queuedColumn } from './queued-rows.ts';
 
 /** One unit of the journal; every part is optional, all parts commit together. */
 export interface JournalItem {
@@ -101,8 +102,8 @@ interface Pending {
 
 const toBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
 
-/** Rows per audit INSERT statement on PostgreSQL (at most 6 parameters each; PostgreSQL allows 65 535). */
-const AUDIT_ROWS_PER_STATEMENT = 10_000;
+/** Rows per audit INSERT statement on PostgreSQL (at most 23 parameters each; PostgreSQL allows 65 535). */
+const AUDIT_ROWS_PER_STATEMENT = 2_500;
 
 /** Group-committing writer of request rows and log entries; see the module documentation. */
 export class Journal {
@@ -295,13 +296,14 @@ export class Journal {
 
   async #commitPg(items: readonly Materialised[], now: number): Promise<void> {
     const requests: RequestsTable[] = [];
-    const entries: { entry_id: string; entry: Buffer; created_at: number; leaf_hash: Buffer | null; request?: string; salt?: Buffer }[] = [];
+    const entries: Array<{ entry_id: string; entry: Buffer; created_at: number; leaf_hash: Buffer | null; salt?: Buffer } & Record<string, unknown>> = [];
     const salts: { entry_id: string; salt: Buffer; created_at: number }[] = [];
     for (const { item: it, leafHash, queued: carry } of items) {
       const entry: (typeof entries)[number] | null = it.entry ? { entry_id: it.entry.id, entry: toBuffer(it.entry.bytes), created_at: now, leaf_hash: leafHash && toBuffer(leafHash) } : null;
       if (carry && entry && it.request) {
         // The request row and salt ride with the entry until integration (./queued-rows.ts).
-        entry.request = JSON.stringify(it.request);
+        const req = it.request as unknown as Record<string, unknown>;
+        for (const c of QUEUED_REQUEST_COLUMNS) entry[queuedColumn(c)] = req[c] ?? null;
         if (it.salt && it.salt.id === entry.entry_id) entry.salt = toBuffer(it.salt.salt);
         else if (it.salt) salts.push({ entry_id: it.salt.id, salt: toBuffer(it.salt.salt), created_at: now });
         entries.push(entry);
@@ -338,7 +340,7 @@ export interface Materialised {
   readonly item: JournalItem;
   readonly leafHash: Uint8Array | null;
   /**
-   * True when the item's request row and salt travel in its queue row (`audit_queue.request`,
+   * True when the item's request row and salt travel in its queue row (`audit_queue.req_*`,
    * `.salt`) until the integrator moves them (`./queued-rows.ts`): items built from `requestEntry`.
    */
   readonly queued?: boolean;
@@ -371,8 +373,11 @@ export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalT
         // One row, one B-tree: the request row and salt ride with the entry until integration.
         const bytes = toBuffer(it.entry.bytes);
         const salt = it.salt && it.salt.id === it.entry.id ? toBuffer(it.salt.salt) : null;
-        insQueued ??= native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at, leaf_hash, request, salt) VALUES (?, ?, ?, ?, ?, ?)');
-        const info = insQueued.run(it.entry.id, bytes, now, leafHash && toBuffer(leafHash), JSON.stringify(it.request), salt);
+        insQueued ??= native.prepare(
+          `INSERT INTO audit_queue (entry_id, entry, created_at, leaf_hash, salt, ${QUEUED_REQUEST_COLUMNS.map(queuedColumn).join(', ')}) VALUES (${new Array(5 + QUEUED_REQUEST_COLUMNS.length).fill('?').join(', ')})`,
+        );
+        const req = it.request as unknown as Record<string, unknown>;
+        const info = insQueued.run(it.entry.id, bytes, now, leafHash && toBuffer(leafHash), salt, ...QUEUED_REQUEST_COLUMNS.map((c) => req[c] ?? null));
         queued.push({ seq: Number(info.lastInsertRowid), entryId: it.entry.id, entry: bytes, leafHash });
         if (it.salt && !salt) insSalt.run(it.salt.id, toBuffer(it.salt.salt), now);
         continue;

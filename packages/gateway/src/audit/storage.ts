@@ -13,7 +13,7 @@ import { TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type 
 import { sql } from 'kysely';
 import type { Store } from '../store/db.ts';
 import { LEAF_LOOKUP_EPOCH, leafPrefix } from './leaf-lookup.ts';
-import { moveQueuedRowsSql } from './queued-rows.ts';
+import { CARRIES_REQUEST, clearQueuedRowsSql, moveQueuedRowsSql } from './queued-rows.ts';
 
 /** A queued entry. */
 export interface QueuedEntry {
@@ -374,8 +374,8 @@ export class AuditStorage implements TileReader {
    * @returns the number of queue rows released
    */
   async releaseQueuedRows(): Promise<number> {
-    const where = 'request IS NOT NULL OR salt IS NOT NULL';
-    const clear = `UPDATE audit_queue SET request = NULL, salt = NULL WHERE ${where}`;
+    const where = `${CARRIES_REQUEST} OR salt IS NOT NULL`;
+    const clear = clearQueuedRowsSql(where);
     const native = this.store.sqlite;
     if (native) {
       const moves = moveQueuedRowsSql('sqlite', where).map((q) => native.prepare(q));

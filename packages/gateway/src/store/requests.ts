@@ -40,7 +40,7 @@ const text = (name: string, v: unknown): string => {
  * integer/bigint), booleans-as-numbers become 0/1, absent optionals become null.
  *
  * It also checks what the table's constraints would: the row is written as-is with the audit log
- * off, but with it on it waits in the audit queue as JSON and meets its column types only when its
+ * off, but with it on it waits in the audit queue and meets the `requests` table's constraints only when its
  * entry is integrated (`src/audit/queued-rows.ts`) — where a bad value must never get: it would
  * fail every integration round. So a bad row is refused here, at write time (the request gets its
  * 503 `audit_unavailable`, as when the table refused it).

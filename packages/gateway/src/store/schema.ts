@@ -125,14 +125,30 @@ export interface AuditQueueTable {
    * integrator hashes itself.
    */
   leaf_hash: Uint8Array | null;
-  /**
-   * The entry's `requests` row (canonical JSON of the normalised row; PostgreSQL `jsonb`) until the
-   * integrator moves it to `requests` (migration `0007_audit_queue_rows`, `src/audit/queued-rows.ts`),
-   * or null.
-   */
-  request: string | null;
   /** The entry's commitment salt (32 bytes) until the integrator moves it to `audit_secrets`, or null (none, or erased). */
   salt: Uint8Array | null;
+  /*
+   * The entry's `requests` row until the integrator moves it (migration `0007_audit_queue_rows`,
+   * `src/audit/queued-rows.ts`): every column but `id` (= `entry_id`), null when the row carries none.
+   */
+  req_ts: number | null;
+  req_key_id: string | null;
+  req_tenant_id: string | null;
+  req_operation: string | null;
+  req_model: string | null;
+  req_backend_id: string | null;
+  req_upstream_model: string | null;
+  req_stream: number | null;
+  req_status: number | null;
+  req_outcome: string | null;
+  req_error_code: string | null;
+  req_latency_ms: number | null;
+  req_ttfb_ms: number | null;
+  req_prompt_tokens: number | null;
+  req_completion_tokens: number | null;
+  req_total_tokens: number | null;
+  req_usage_source: string | null;
+  req_cost_micros: number | null;
 }
 
 /** Where each integrated entry sits in the tree. */
