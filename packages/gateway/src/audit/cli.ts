@@ -220,26 +220,7 @@ export async function eraseEntry(store: Store, id: string, now: number = Date.no
   if (!exists) throw new Error(`no audit entry with id ${id}`);
   const eraseId = randomId('era');
   const bytes = encodeRecord(erasureRecord({ id: eraseId, timeMs: now, target: id }));
-  const native = store.sqlite;
-  if (native) {
-    // The salt is in audit_secrets, or still in the entry's queue row (./queued-rows.ts).
-    const clear = native.prepare('UPDATE audit_queue SET salt = NULL WHERE entry_id = ? AND salt IS NOT NULL');
-    const del = native.prepare('DELETE FROM audit_secrets WHERE entry_id = ?');
-    const ins = native.prepare('INSERT INTO audit_queue (entry_id, entry, created_at) VALUES (?, ?, ?)');
-    native.transaction(() => {
-      if (clear.run(id).changes + del.run(id).changes === 0) throw new Error(`entry ${id} has no commitment salt (already erased?)`);
-      ins.run(eraseId, bytes, now);
-    })();
-  } else {
-    await store.db.transaction().execute(async (trx) => {
-      // Queue row first: if the integrator is moving it (it locks the rows it moves), this waits for
-      // that commit, and the DELETE below, a new statement, then sees the moved salt.
-      const q = await trx.updateTable('audit_queue').set({ salt: null }).where('entry_id', '=', id).where('salt', 'is not', null).executeTakeFirst();
-      const r = await trx.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
-      if (Number(q.numUpdatedRows) + Number(r.numDeletedRows) === 0) throw new Error(`entry ${id} has no commitment salt (already erased?)`);
-      await trx.insertInto('audit_queue').values({ entry_id: eraseId, entry: bytes, created_at: now }).execute();
-    });
-  }
+  await storage.eraseSalt(id, { id: eraseId, bytes }, now);
   return eraseId;
 }
 

@@ -10,8 +10,9 @@
  * `bigint` in this API and stored as BIGINT (read back as JS numbers, exact below 2^53).
  */
 import { TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type WrittenBundle, type WrittenTile } from '@sovra/tlog';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Store } from '../store/db.ts';
+import type { Database } from '../store/schema.ts';
 import { LEAF_LOOKUP_EPOCH, leafPrefix } from './leaf-lookup.ts';
 import { CARRIES_REQUEST, clearQueuedRowsSql, moveQueuedRowsSql } from './queued-rows.ts';
 
@@ -412,17 +413,40 @@ export class AuditStorage implements TileReader {
    * @returns whether a salt was deleted
    */
   async deleteSalt(id: string): Promise<boolean> {
+    if (this.#s) return this.#s.deleteSaltTx(id, null, 0);
+    return this.store.db.transaction().execute(async (trx) => (await deleteSaltPg(trx, id)) > 0);
+  }
+
+  /**
+   * Erasure (spec: the salt is deleted, the entry stays): deletes the salt of entry `id` — from
+   * `audit_secrets` and from its queue row if not integrated yet — and queues the `erasure` entry,
+   * in one transaction.
+   * @param now ms since the epoch (`created_at` of the queued entry)
+   * @throws Error `entry <id> has no commitment salt (already erased?)` when there was none (nothing is written)
+   */
+  async eraseSalt(id: string, erasure: { id: string; bytes: Uint8Array }, now: number): Promise<void> {
+    const none = () => new Error(`entry ${id} has no commitment salt (already erased?)`);
     if (this.#s) {
-      const s = this.#s;
-      return s.deleteSaltTx(id);
+      if (!this.#s.deleteSaltTx(id, erasure, now)) throw none();
+      return;
     }
-    return this.store.db.transaction().execute(async (trx) => {
-      // Queue row first (see eraseEntry in ./cli.ts for why the order matters on PostgreSQL).
-      const q = await trx.updateTable('audit_queue').set({ salt: null }).where('entry_id', '=', id).where('salt', 'is not', null).executeTakeFirst();
-      const r = await trx.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
-      return Number(r.numDeletedRows) + Number(q.numUpdatedRows) > 0;
+    await this.store.db.transaction().execute(async (trx) => {
+      if ((await deleteSaltPg(trx, id)) === 0) throw none();
+      await trx.insertInto('audit_queue').values({ entry_id: erasure.id, entry: buf(erasure.bytes), created_at: now }).execute();
     });
   }
+}
+
+/**
+ * PostgreSQL: deletes the salt of entry `id` inside `trx`. The queue row goes first: if the
+ * integrator is moving it (it locks the rows it moves), this waits for that commit, and the DELETE,
+ * a new statement, then sees the moved salt.
+ * @returns how many salts were deleted (0 or 1)
+ */
+async function deleteSaltPg(trx: Transaction<Database>, id: string): Promise<number> {
+  const q = await trx.updateTable('audit_queue').set({ salt: null }).where('entry_id', '=', id).where('salt', 'is not', null).executeTakeFirst();
+  const r = await trx.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
+  return Number(q.numUpdatedRows) + Number(r.numDeletedRows);
 }
 
 function prepare(db: NonNullable<Store['sqlite']>) {
@@ -437,6 +461,7 @@ function prepare(db: NonNullable<Store['sqlite']>) {
   const setSize = db.prepare("INSERT INTO audit_meta (key, value) VALUES ('integrated_size', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
   const delSalt = db.prepare('DELETE FROM audit_secrets WHERE entry_id = ?');
   const clearQueuedSalt = db.prepare('UPDATE audit_queue SET salt = NULL WHERE entry_id = ? AND salt IS NOT NULL');
+  const insErasure = db.prepare('INSERT INTO audit_queue (entry_id, entry, created_at) VALUES (?, ?, ?)');
   // Request rows and salts queued with the entries go to their tables (./queued-rows.ts).
   const moveRange = moveQueuedRowsSql('sqlite', 'seq BETWEEN ? AND ?').map((q) => db.prepare(q));
   const moveOne = moveQueuedRowsSql('sqlite', 'seq = ?').map((q) => db.prepare(q));
@@ -460,7 +485,12 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     lookupTopEpoch: db.prepare('SELECT max(epoch) FROM audit_leaf_lookup').raw(true),
     lookupProbe: db.prepare('SELECT idx FROM audit_leaf_lookup WHERE epoch = ? AND prefix = ? ORDER BY idx').raw(true),
     saltOf: db.prepare('SELECT salt FROM audit_secrets WHERE entry_id = ? UNION ALL SELECT salt FROM audit_queue WHERE entry_id = ? AND salt IS NOT NULL LIMIT 1'),
-    deleteSaltTx: db.transaction((id: string): boolean => delSalt.run(id).changes + clearQueuedSalt.run(id).changes > 0),
+    /** Deletes the salt of `id` (table and queue row) and, if one was deleted and `erasure` is given, queues that entry. @returns whether a salt was deleted */
+    deleteSaltTx: db.transaction((id: string, erasure: { id: string; bytes: Uint8Array } | null, now: number): boolean => {
+      const deleted = clearQueuedSalt.run(id).changes + delSalt.run(id).changes > 0;
+      if (deleted && erasure) insErasure.run(erasure.id, buf(erasure.bytes), now);
+      return deleted;
+    }),
     commit: db.transaction((c: IntegrationCommit, size: string) => {
       for (const t of c.tiles) insTile.run(t.level, t.index, t.width, buf(t.data));
       for (const b of c.bundles) insBundle.run(b.index, b.width, buf(b.data));
