@@ -59,6 +59,21 @@ function captureWorkers(): { seen: Worker[]; restore: () => void } {
   return { seen, restore: () => void (Worker.prototype.postMessage = orig) };
 }
 
+/**
+ * Kills the thread as a crash would. A ref'd timer keeps this thread's event loop alive until the
+ * 'exit' event: `terminate()` refs the handle, but a reply that was already on its way can make
+ * the StoreWorker unref it again (nothing left in flight), and with no other handle the loop
+ * could end while the test awaits the exit.
+ */
+async function kill(w: Worker): Promise<void> {
+  const keep = setInterval(() => {}, 1000);
+  try {
+    await w.terminate();
+  } finally {
+    clearInterval(keep);
+  }
+}
+
 /** Makes `w` drop the worker's `reply` messages while `drop()` is true (as if it died before they left). */
 function holdReplies(w: Worker, drop: () => boolean): void {
   const emit = w.emit;
@@ -96,7 +111,7 @@ describe('budget ledger on the store worker (adversarial)', () => {
       holdReplies(w, () => dropping);
       const first = allot.flush(true);
       await until(() => usage(store, budget.id)?.used === 30, 5000, 'the worker to apply the adjustment');
-      await w.terminate();
+      await kill(w);
       dropping = false;
       // Unknown outcome: the write-back counts as applied (it was) and is not sent again.
       await first;
@@ -143,7 +158,7 @@ describe('budget ledger on the store worker (adversarial)', () => {
       };
       const first = allot.flush(true);
       await new Promise((r) => setTimeout(r, 50));
-      await w.terminate();
+      await kill(w);
       await first; // counted as written
       await allot.flush(true).catch(() => undefined);
       allot.close();
@@ -218,7 +233,7 @@ describe('budget ledger on the store worker (adversarial)', () => {
       const w = cap.seen[0]!;
       const burst = Array.from({ length: 40 }, () => ledger.grant(g));
       await until(() => (usage(store, budget.id)?.reserved ?? 0) > 7, 5000, 'some grants of the burst to land');
-      await w.terminate();
+      await kill(w);
       const settled = await Promise.allSettled(burst);
       const rejected = settled.filter((s) => s.status === 'rejected').length;
       const okGranted = 7 + settled.reduce((s, x) => s + (x.status === 'fulfilled' ? x.value.granted : 0), 0);

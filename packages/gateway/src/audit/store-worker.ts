@@ -97,6 +97,8 @@ export class StoreWorker implements BatchCommitter {
   readonly #w: Worker;
   readonly #logger: Logger;
   #alive = true;
+  /** Set by close(): the handle then stays ref'd until the thread exits (a late reply must not unref it). */
+  #closing = false;
   #exited: Promise<void>;
   #next = 0;
   readonly #commits = new Map<number, { resolve: (r: Array<Error | string | null>) => void; reject: (e: Error) => void; n: number }>();
@@ -135,7 +137,7 @@ export class StoreWorker implements BatchCommitter {
   }
 
   #refresh(): void {
-    if (this.#commits.size + this.#calls.size > 0) this.#w.ref();
+    if (this.#closing || this.#commits.size + this.#calls.size > 0) this.#w.ref();
     else this.#w.unref();
   }
 
@@ -277,6 +279,7 @@ export class StoreWorker implements BatchCommitter {
   /** Stops the thread (after everything in flight was answered). Idempotent; never rejects. */
   async close(): Promise<void> {
     if (this.#alive) {
+      this.#closing = true;
       this.#w.ref();
       this.#w.postMessage({ t: 'exit' });
     }
