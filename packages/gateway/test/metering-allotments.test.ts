@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Allotments, IDLE_MS, MARGIN_DIVISOR, type Taken } from '../src/metering/allotments.ts';
+import { Allotments, IDLE_MS, MARGIN_DIVISOR, MAX_EXTRA_REQUESTS, type Taken } from '../src/metering/allotments.ts';
+import type { GrantRequest, GrantResult } from '../src/metering/ledger.ts';
 import { createLedger } from '../src/metering/ledger.ts';
 import { FakeLedger } from './helpers/fake-ledger.ts';
 import { rng } from './helpers/prng.ts';
@@ -34,6 +35,93 @@ describe('budget allotments', () => {
       await al.flush();
       assert.equal(db.used, 60_000, 'every settled request charged once');
       assert.equal(db.reserved, 0, 'nothing in flight: everything given back');
+    } finally {
+      al.close();
+    }
+  });
+
+  test('top-up: a busy process takes the next slice in the background before this one runs out; requests never wait for it', async () => {
+    /** Grants wait for `open()` while `closed`; records every grant request. */
+    class GatedLedger extends FakeLedger {
+      closed = false;
+      seen: GrantRequest[] = [];
+      #waiters: Array<() => void> = [];
+      open(): void {
+        this.closed = false;
+        for (const w of this.#waiters.splice(0)) w();
+      }
+      override async grant(g: GrantRequest): Promise<GrantResult> {
+        this.seen.push(g);
+        if (this.closed) await new Promise<void>((r) => this.#waiters.push(r));
+        return super.grant(g);
+      }
+    }
+    const db = new GatedLedger();
+    const al = new Allotments(db);
+    const R = 100;
+    const EXTRA = R * MAX_EXTRA_REQUESTS;
+    try {
+      const first = await al.reserve([hold(1e12, R)]);
+      assert.deepEqual(db.seen.map((g) => [g.need, g.extra]), [[R, EXTRA]], 'the first admission waits for a slice with an extra');
+      al.settle(first.taken, [R]);
+      // The database stalls: the slice in memory still admits every request it holds.
+      db.closed = true;
+      const admitted: Array<Promise<unknown>> = [];
+      for (let i = 0; i < MAX_EXTRA_REQUESTS; i++) {
+        const r = await al.reserve([hold(1e12, R)]);
+        assert.equal(r.misfit, -1);
+        al.settle(r.taken, [R]);
+        admitted.push(Promise.resolve(r));
+      }
+      assert.equal(db.grants, 1, 'no grant landed while the database stalled');
+      assert.deepEqual(db.seen.slice(1).map((g) => [g.need, g.extra]), [[0, EXTRA]], 'exactly one background top-up, for an extra only, once half of it was used');
+      // The slice is used up: the next request waits for the top-up, which covers it.
+      const waiting = al.reserve([hold(1e12, R)]);
+      let done = false;
+      void waiting.then(() => (done = true));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(done, false, 'with nothing left in memory the request waits for the database');
+      db.open();
+      assert.equal((await waiting).misfit, -1);
+      assert.equal(db.seen.length, 2, 'the waiting request was served by the top-up, not a grant of its own');
+      // Steady traffic from here: every later grant is a top-up, none makes a request wait.
+      for (let i = 0; i < 2000; i++) {
+        const r = await al.reserve([hold(1e12, R)]);
+        al.settle(r.taken, [R]);
+      }
+      assert.ok(db.seen.slice(2).every((g) => g.need === 0 && g.extra === EXTRA), 'only top-ups');
+      await al.flush();
+      assert.deepEqual({ used: db.used, reserved: db.reserved }, { used: (2 + MAX_EXTRA_REQUESTS + 2000) * R - R, reserved: R }, 'the one unsettled request stays reserved; the rest is charged exactly');
+    } finally {
+      al.close();
+    }
+  });
+
+  test('top-up: none in the end game, and a failed one is reported and changes nothing', async () => {
+    const db = new FakeLedger();
+    const errors: unknown[] = [];
+    const al = new Allotments(db, { onError: (e) => errors.push(e) });
+    try {
+      const R = 10;
+      // Room for an extra: a top-up fails once; the error is reported and requests go on.
+      const first = await al.reserve([hold(1e9, R)]);
+      al.settle(first.taken, [R]);
+      db.failNextGrant = true;
+      for (let i = 0; i < MAX_EXTRA_REQUESTS * 2; i++) {
+        const r = await al.reserve([hold(1e9, R)]);
+        assert.equal(r.misfit, -1);
+        al.settle(r.taken, [R]);
+      }
+      assert.equal(errors.length, 1, 'the failed top-up was reported once');
+      await al.flush();
+      assert.deepEqual({ used: db.used, reserved: db.reserved }, { used: (1 + MAX_EXTRA_REQUESTS * 2) * R, reserved: 0 });
+      // A budget for 50 such requests: exact grants only (end game), so no top-up ever asks for more.
+      const small = new FakeLedger();
+      const b = new Allotments(small);
+      let ok = 0;
+      for (let i = 0; i < 80; i++) if ((await b.reserve([{ budgetId: 's', periodStart: 0, amount: 50 * R, reserve: R }])).misfit === -1) ok++;
+      assert.equal(ok, 50);
+      b.close();
     } finally {
       al.close();
     }

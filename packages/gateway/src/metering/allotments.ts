@@ -18,6 +18,10 @@
  *   margin) every grant is exact, and the allotment enters **end game**: it gives back what it does
  *   not use at the next turn, so the last requests are admitted exactly as if every reservation
  *   went to the database (no capacity stranded in an idle process).
+ * - **Top-up:** once an allotment that was granted an extra has less than half that extra left
+ *   free, the next admission starts a grant of a fresh extra in the background (not awaited), so
+ *   a steadily busy process finds capacity in memory instead of making requests wait for the
+ *   database each time a slice runs out. Off in end game.
  * - **Settle** is in memory (`inFlight −= reserved`, `unflushed += actual`); a timer writes usage
  *   to the row every {@link FLUSH_MS} ms (`used += u`, `reserved −= u`) and gives back the free
  *   capacity of an allotment unused for {@link IDLE_MS} ms, or taken more than {@link IDLE_MS} ms
@@ -26,7 +30,7 @@
  *
  * Never overspent: the database only ever hands out capacity with the conditional update, and a
  * process admits only within what it was handed. Across processes, capacity held by one process's
- * allotment is not available to another until given back (at most its extras, for at most
+ * allotment is not available to another until given back (at most one and a half extras, for at most
  * about {@link IDLE_MS} ms, or at once in end game). What the row shows lags by at most
  * {@link FLUSH_MS} ms; {@link Allotments.flush} writes everything and gives back all free capacity now.
  * A process that crashes leaves its allotment counted as reserved (as a crash during a request
@@ -74,6 +78,8 @@ export class Allotment {
   lastUse = 0;
   /** When capacity was last taken from the database (ms since epoch). */
   lastGrant = 0;
+  /** Free capacity below which an admission starts a background top-up (0: none; see the module documentation). */
+  topUpBelow = 0;
   /** Reservations taken and not yet settled or given back, zero-size ones included. */
   refs = 0;
   /** Trips to the database queued or running (an allotment is never dropped while > 0). */
@@ -155,6 +161,11 @@ export class Allotments {
           a.inFlight += h.reserve;
           a.refs++;
           taken.push({ allotment: a, reserved: h.reserve });
+          if (a.free < a.topUpBelow && a.pending === 0 && !a.endGame) {
+            const below = a.topUpBelow;
+            a.topUpBelow = 0; // one top-up per extra
+            this.#grow(a, h, below).catch(this.#onError);
+          }
           continue;
         }
         if (!(await this.#grow(a, h))) {
@@ -179,23 +190,32 @@ export class Allotments {
     if (taken.length > 0) this.#schedule(taken);
   }
 
-  /** Takes what `h` lacks from the database (serialised per allotment); on success `h` is reserved. */
-  #grow(a: Allotment, h: AllotmentHold): Promise<boolean> {
+  /**
+   * Takes what `h` lacks from the database (serialised per allotment); on success `h` is reserved.
+   * With `topUpBelow` > 0, takes only a fresh extra sized for requests like `h` and reserves
+   * nothing, unless the allotment has `topUpBelow` free again by then (a top-up no longer needed,
+   * or with no room for an extra, asks for nothing).
+   */
+  #grow(a: Allotment, h: AllotmentHold, topUpBelow = 0): Promise<boolean> {
+    const topUp = topUpBelow > 0;
     const run = async (): Promise<boolean> => {
       for (let attempt = 0; attempt < 3; attempt++) {
-        if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
+        if (topUp) {
+          if (a.stale || a.endGame || a.free >= topUpBelow) return true;
+        } else if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
           a.inFlight += h.reserve;
           return true;
         }
         const release = a.stale ? Math.max(0, a.free) : 0;
         const have = a.stale ? 0 : a.free;
-        const need = Math.max(0, h.reserve - have);
+        const need = topUp ? 0 : Math.max(0, h.reserve - have);
         const margin = Math.floor(a.amount / MARGIN_DIVISOR);
         let extra = 0;
         if (!a.endGame && h.reserve > 0) {
           const room = Math.min(a.knownFree, a.amount) - need - margin;
           extra = h.reserve * Math.min(MAX_EXTRA_REQUESTS, Math.floor(Math.max(0, room) / (h.reserve * EXTRA_DIVISOR)));
         }
+        if (topUp && extra === 0) return true; // near the end: the next admission that lacks capacity asks exactly
         const g: GrantRequest = { budgetId: a.budgetId, periodStart: a.periodStart, amount: a.amount, need, extra, margin, release };
         // Applied locally first, so a concurrent flush never gives it back twice.
         a.leased -= release;
@@ -213,11 +233,13 @@ export class Allotments {
         if (r.granted > 0) a.lastGrant = this.#now();
         // Exact grants (no extra asked, or only `need` fitted) mean the budget is close to its end.
         if (h.reserve > 0 && r.fitted) a.endGame = extra === 0 || r.granted < need + extra;
+        a.topUpBelow = r.fitted && !a.endGame && extra > 0 ? Math.floor(extra / 2) : 0;
         if (!r.fitted) {
           a.endGame = true;
           this.#schedule([{ allotment: a }]); // end game: what this allotment holds goes back at once
           return false;
         }
+        if (topUp) return true;
         if (h.reserve === 0) return true; // the row accepted a zero-size request (not exhausted)
       }
       return false; // taken by concurrent requests three times over: refuse rather than loop
