@@ -115,6 +115,8 @@ export class Allotments {
   /** The adjustment write in progress, if any. */
   #writing: Promise<void> | null = null;
   #onError: (err: unknown) => void;
+  /** After {@link close}: no top-ups, no timers. */
+  #closed = false;
 
   /**
    * @param ledger the database side
@@ -161,7 +163,7 @@ export class Allotments {
           a.inFlight += h.reserve;
           a.refs++;
           taken.push({ allotment: a, reserved: h.reserve });
-          if (a.free < a.topUpBelow && a.pending === 0 && !a.endGame) {
+          if (a.free < a.topUpBelow && a.pending === 0 && !a.endGame && !this.#closed) {
             const below = a.topUpBelow;
             a.topUpBelow = 0; // one top-up per extra
             this.#grow(a, h, below).catch(this.#onError);
@@ -230,6 +232,9 @@ export class Allotments {
         }
         a.leased += r.granted;
         a.knownFree = r.free;
+        // The amount changed while the grant was on its way (and a flush may have un-staled the
+        // allotment meanwhile): what was just taken was taken under the old amount.
+        if (a.amount !== g.amount) a.stale = true;
         if (r.granted > 0) a.lastGrant = this.#now();
         // Exact grants (no extra asked, or only `need` fitted) mean the budget is close to its end.
         if (h.reserve > 0 && r.fitted) a.endGame = extra === 0 || r.granted < need + extra;
@@ -272,6 +277,7 @@ export class Allotments {
 
   /** Ensures a flush: at the next turn for end-game allotments, else within FLUSH_MS. */
   #schedule(touched: ReadonlyArray<{ readonly allotment: Allotment }> = []): void {
+    if (this.#closed) return;
     // Only the allotments just used can have become urgent (the others are covered by the timer).
     const urgent = touched.some(({ allotment: a }) => a.endGame && (a.unflushed > 0 || a.free > 0));
     if (urgent && !this.#soon) {
@@ -307,6 +313,12 @@ export class Allotments {
    * @throws the database error (the writes are kept and retried by the next flush)
    */
   async flush(all = true): Promise<void> {
+    // A full flush first lets grants on their way land (a background top-up among them), so that
+    // what they take is given back too instead of staying reserved in the row.
+    if (all) {
+      const busy = [...this.#map.values()].filter((a) => a.pending > 0);
+      if (busy.length > 0) await Promise.all(busy.map((a) => a.tail));
+    }
     while (this.#writing) await this.#writing.catch(() => undefined);
     const now = this.#now();
     const ops: Adjustment[] = [];
@@ -348,8 +360,9 @@ export class Allotments {
     }
   }
 
-  /** Stops the timer (call {@link flush} first to write everything). */
+  /** Stops the timer and starts no more top-ups or timers (call {@link flush} first to write everything). */
   close(): void {
+    this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
