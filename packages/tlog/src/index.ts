@@ -114,6 +114,7 @@ export {
   MemoryTileStore,
   TILE_HEIGHT,
   TILE_WIDTH,
+  TileHashCache,
   TileIntegrator,
   bundleWidth,
   bundlesForSize,

@@ -367,6 +367,94 @@ class TileCache {
   }
 }
 
+/**
+ * A bounded, shared cache of the subtree hashes inside hash tiles, for a server that computes many
+ * proofs from the tiles of ONE log (spec §9.2). A cached tile is *expanded*: its hashes and every
+ * complete subtree hash above them within the tile (`width − 1` node hashes, ≈ 16 KiB for a full
+ * tile), so a later proof through it reads no tile and hashes nothing there.
+ *
+ * Without a cache, each proof hashes up to 247 nodes per tile it crosses (the sibling subtrees
+ * inside the tile). Proofs for random entries share their upper tiles (at 10 M entries, one of
+ * 153 level-1 tiles and the level-2 tile), while level-0 tiles are rarely hit twice; by default only
+ * tiles of level ≥ `minLevel` (1) are cached, so a stream of random level-0 tiles does not evict them.
+ *
+ * Keyed by level, index and width: the body of `tile/L/N[.p/W]` never changes in an append-only log,
+ * so entries never go stale. Do not share one cache between logs (or between a log and a fork of it
+ * being audited). Least-recently-used eviction beyond `maxTiles`.
+ */
+export class TileHashCache {
+  readonly maxTiles: number;
+  readonly minLevel: number;
+  readonly #map = new Map<string, Uint8Array[]>();
+  /** Lookups answered from the cache, and those that were not (for metrics and tests). */
+  hits = 0;
+  misses = 0;
+
+  /**
+   * @param opts `maxTiles`: most expanded tiles kept (default 256, ≈ 4 MiB); `minLevel`: lowest tile
+   *   level cached (default 1)
+   * @throws TlogError `INVALID_ARGUMENT` for a `maxTiles` below 1 or a `minLevel` outside 0–63
+   */
+  constructor(opts: { maxTiles?: number; minLevel?: number } = {}) {
+    const maxTiles = opts.maxTiles ?? 256;
+    const minLevel = opts.minLevel ?? 1;
+    if (!Number.isSafeInteger(maxTiles) || maxTiles < 1) throw new TlogError('INVALID_ARGUMENT', 'maxTiles must be an integer ≥ 1');
+    if (!Number.isInteger(minLevel) || minLevel < 0 || minLevel > 63) throw new TlogError('INVALID_ARGUMENT', 'minLevel must be 0–63');
+    this.maxTiles = maxTiles;
+    this.minLevel = minLevel;
+  }
+
+  /** Expanded tiles held. */
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** @internal The expansion of a tile (`rows[r]`: its subtree hashes of height r, concatenated), or undefined. */
+  get(level: number, index: bigint, width: number): Uint8Array[] | undefined {
+    const key = `${level}/${index}/${width}`;
+    const rows = this.#map.get(key);
+    if (rows) {
+      this.hits++;
+      this.#map.delete(key);
+      this.#map.set(key, rows);
+    } else {
+      this.misses++;
+    }
+    return rows;
+  }
+
+  /** @internal Expands `data` (the tile's `32 · width`-byte body) and keeps it; returns the expansion. */
+  put(level: number, index: bigint, width: number, data: Uint8Array, hasher: TreeHasher): Uint8Array[] {
+    const rows = expandTile(data, width, hasher);
+    const key = `${level}/${index}/${width}`;
+    this.#map.delete(key);
+    this.#map.set(key, rows);
+    while (this.#map.size > this.maxTiles) this.#map.delete(this.#map.keys().next().value as string);
+    return rows;
+  }
+
+  /** Drops every cached tile. */
+  clear(): void {
+    this.#map.clear();
+  }
+}
+
+/** `rows[r]` = the complete subtree hashes of height r (2^r tile hashes each) of a tile, concatenated. */
+function expandTile(data: Uint8Array, width: number, hasher: TreeHasher): Uint8Array[] {
+  // A copy, never a view: `slice` of a Node Buffer shares memory, and proofs hand these bytes out.
+  const rows: Uint8Array[] = [new Uint8Array(data.subarray(0, width * HASH_SIZE))];
+  for (let r = 1, n = width >> 1; r < TILE_HEIGHT && n > 0; r++, n >>= 1) {
+    const below = rows[r - 1]!;
+    const row = new Uint8Array(n * HASH_SIZE);
+    for (let i = 0; i < n; i++) {
+      const p = 2 * i * HASH_SIZE;
+      row.set(hasher.hashChildren(below.subarray(p, p + HASH_SIZE), below.subarray(p + HASH_SIZE, p + 2 * HASH_SIZE)), i * HASH_SIZE);
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
 /** Where a stored subtree hash lives in the tiles of a tree of `size` entries. */
 function locate(id: NodeId, size: bigint): { level: number; index: bigint; width: number; offset: number; count: number } {
   const level = Math.floor(id.level / TILE_HEIGHT);
@@ -398,42 +486,88 @@ export async function readHashesFromTiles(
   return readWithCache(toU63(size, 'tree size'), ids, new TileCache(reader), hasher);
 }
 
-async function readWithCache(size: bigint, ids: readonly NodeId[], cache: TileCache, hasher: TreeHasher): Promise<Uint8Array[]> {
+async function readWithCache(
+  size: bigint,
+  ids: readonly NodeId[],
+  cache: TileCache,
+  hasher: TreeHasher,
+  shared?: TileHashCache,
+): Promise<Uint8Array[]> {
   const locs = ids.map((id) => locate(id, size));
-  const datas = await Promise.all(locs.map((l) => cache.get(l.level, l.index, l.width)));
-  return locs.map((l, i) => completeSubtreeHash(datas[i]!, l.offset, l.count, hasher));
+  const out: Uint8Array[] = new Array(locs.length);
+  const rest: number[] = [];
+  locs.forEach((l, i) => {
+    const rows = shared && l.level >= shared.minLevel ? shared.get(l.level, l.index, l.width) : undefined;
+    if (rows) out[i] = subtreeFromRows(rows, l.offset, l.count);
+    else rest.push(i);
+  });
+  if (rest.length === 0) return out;
+  const datas = await Promise.all(rest.map((i) => cache.get(locs[i]!.level, locs[i]!.index, locs[i]!.width)));
+  const expanded = new Map<string, Uint8Array[]>(); // tiles this batch expanded (several ids may share one)
+  rest.forEach((i, k) => {
+    const l = locs[i]!;
+    if (shared && l.level >= shared.minLevel) {
+      const key = `${l.level}/${l.index}/${l.width}`;
+      let rows = expanded.get(key);
+      if (!rows) expanded.set(key, (rows = shared.put(l.level, l.index, l.width, datas[k]!, hasher)));
+      out[i] = subtreeFromRows(rows, l.offset, l.count);
+    } else {
+      out[i] = completeSubtreeHash(datas[k]!, l.offset, l.count, hasher);
+    }
+  });
+  return out;
 }
 
-/** An {@link AsyncNodeReader} over the tiles of a tree of `size` entries (for the proof functions of `tree.ts`). */
-export function tileNodeReader(size: Uint63, reader: TileReader, hasher: TreeHasher = defaultTreeHasher): AsyncNodeReader {
+/** The hash of the complete subtree of `count` (a power of two, 1–128) tile hashes at `offset`, from an expanded tile. */
+function subtreeFromRows(rows: Uint8Array[], offset: number, count: number): Uint8Array {
+  const r = 31 - Math.clz32(count);
+  if (r >= rows.length) throw new TlogError('INVALID_ARGUMENT', 'subtree beyond the tile');
+  const at = (offset >> r) * HASH_SIZE;
+  return rows[r]!.slice(at, at + HASH_SIZE);
+}
+
+/**
+ * An {@link AsyncNodeReader} over the tiles of a tree of `size` entries (for the proof functions of
+ * `tree.ts`). With `cache`, subtree hashes of tiles at or above its `minLevel` come from (and go to)
+ * that shared {@link TileHashCache}.
+ */
+export function tileNodeReader(size: Uint63, reader: TileReader, hasher: TreeHasher = defaultTreeHasher, cache?: TileHashCache): AsyncNodeReader {
   const s = toU63(size, 'tree size');
-  const cache = new TileCache(reader);
-  return (ids) => readWithCache(s, ids, cache, hasher);
+  const tiles = new TileCache(reader);
+  return (ids) => readWithCache(s, ids, tiles, hasher, cache);
 }
 
-/** Inclusion proof of entry `index` in the tree of `size` entries, computed from tiles (spec §5, §9). */
+/**
+ * Inclusion proof of entry `index` in the tree of `size` entries, computed from tiles (spec §5, §9);
+ * `cache` as in {@link tileNodeReader}.
+ */
 export function inclusionProofFromTiles(
   index: Uint63,
   size: Uint63,
   reader: TileReader,
   hasher: TreeHasher = defaultTreeHasher,
+  cache?: TileHashCache,
 ): Promise<Uint8Array[]> {
-  return inclusionProofAsync(index, size, tileNodeReader(size, reader, hasher), hasher);
+  return inclusionProofAsync(index, size, tileNodeReader(size, reader, hasher, cache), hasher);
 }
 
-/** Consistency proof from `oldSize` to `newSize`, computed from the tiles of `newSize` (spec §6, §9). */
+/**
+ * Consistency proof from `oldSize` to `newSize`, computed from the tiles of `newSize` (spec §6, §9);
+ * `cache` as in {@link tileNodeReader}.
+ */
 export function consistencyProofFromTiles(
   oldSize: Uint63,
   newSize: Uint63,
   reader: TileReader,
   hasher: TreeHasher = defaultTreeHasher,
+  cache?: TileHashCache,
 ): Promise<Uint8Array[]> {
-  return consistencyProofAsync(oldSize, newSize, tileNodeReader(newSize, reader, hasher), hasher);
+  return consistencyProofAsync(oldSize, newSize, tileNodeReader(newSize, reader, hasher, cache), hasher);
 }
 
-/** Root hash of the tree of `size` entries from its right-edge tiles (spec §4, §9). */
-export function rootHashFromTiles(size: Uint63, reader: TileReader, hasher: TreeHasher = defaultTreeHasher): Promise<Uint8Array> {
-  return rootHashAsync(size, tileNodeReader(size, reader, hasher), hasher);
+/** Root hash of the tree of `size` entries from its right-edge tiles (spec §4, §9); `cache` as in {@link tileNodeReader}. */
+export function rootHashFromTiles(size: Uint63, reader: TileReader, hasher: TreeHasher = defaultTreeHasher, cache?: TileHashCache): Promise<Uint8Array> {
+  return rootHashAsync(size, tileNodeReader(size, reader, hasher, cache), hasher);
 }
 
 /**

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import {
   InMemoryTree,
   MemoryTileStore,
+  TileHashCache,
   TileIntegrator,
   TlogError,
   bundlesForSize,
@@ -290,6 +291,40 @@ describe('integrator, tile-based proofs and roots (property)', () => {
       assert.deepEqual(p, tree.consistencyProof(oldSize, n), `${oldSize} -> ${n}`);
       assert.equal(verifyConsistency(oldSize, n, tree.root(oldSize), tree.root(n), p, H), true);
     }
+  });
+  it('with a shared TileHashCache (every level, and the default ≥ 1): proofs and roots equal those without, the cache stays bounded, and hits avoid tile reads', async () => {
+    let reads = 0;
+    const counting: TileReader = {
+      readTile: (l, i, w) => (reads++, store.readTile(l, i, w)),
+      readEntryBundle: (i, w) => store.readEntryBundle(i, w),
+    };
+    for (const cache of [new TileHashCache({ maxTiles: 7, minLevel: 0 }), new TileHashCache()]) {
+      const r = new Prng(cache.minLevel === 0 ? 90 : 91);
+      for (let k = 0; k < 300; k++) {
+        const size = published[r.int(0, published.length - 1)]!;
+        const index = r.int(0, size - 1);
+        assert.deepEqual(await inclusionProofFromTiles(index, size, counting, H, cache), tree.inclusionProof(index, size), `${index} in ${size}`);
+        const oldSize = r.int(0, size);
+        assert.deepEqual(await consistencyProofFromTiles(oldSize, size, counting, H, cache), tree.consistencyProof(oldSize, size), `${oldSize} -> ${size}`);
+        assert.deepEqual(await rootHashFromTiles(size, counting, H, cache), tree.root(size), `root ${size}`);
+        assert.ok(cache.size <= cache.maxTiles);
+      }
+      assert.ok(cache.hits > 0 && cache.misses > 0, `hits ${cache.hits}, misses ${cache.misses}`);
+    }
+    // A warm cache: the same proof again reads only the tiles below minLevel.
+    const cache = new TileHashCache({ minLevel: 0 });
+    await inclusionProofFromTiles(12345, N, counting, H, cache);
+    reads = 0;
+    assert.deepEqual(await inclusionProofFromTiles(12345, N, counting, H, cache), tree.inclusionProof(12345, N));
+    assert.equal(reads, 0, 'every tile came from the cache');
+    // At 65,536 entries a proof crosses one level-0 tile and the (full) level-1 tile.
+    const upper = new TileHashCache();
+    await inclusionProofFromTiles(12345, 65536, counting, H, upper);
+    reads = 0;
+    assert.deepEqual(await inclusionProofFromTiles(54321, 65536, counting, H, upper), tree.inclusionProof(54321, 65536));
+    assert.equal(reads, 1, 'only the level-0 tile is read; the level-1 tile comes from the cache');
+    assert.throws(() => new TileHashCache({ maxTiles: 0 }), TlogError);
+    assert.throws(() => new TileHashCache({ minLevel: 64 }), TlogError);
   });
   it('entries read back from bundles', async () => {
     for (const i of [0, 255, 256, 69999, 12345]) {

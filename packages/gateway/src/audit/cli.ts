@@ -160,7 +160,7 @@ export async function auditProve(store: Store, id: string, o: AuditCliOptions, i
     io.err(`entry ${id} (index ${index}) is not covered by a signed checkpoint yet; retry in a few seconds\n`);
     return 1;
   }
-  const proof = await inclusionProofFromTiles(index, latest.size, storage, nodeTreeHasher);
+  const proof = await inclusionProofFromTiles(index, latest.size, storage, nodeTreeHasher, storage.tileHashes);
   const text = formatTlogProof({ index, proof, checkpoint: latest.note });
   const entry = await readEntryFromBundles(index, latest.size, storage);
   const vkey = await storage.getMeta('vkey');

@@ -9,7 +9,7 @@
  * one synchronous `native.transaction()`), PostgreSQL uses Kysely. Tree sizes and indexes are
  * `bigint` in this API and stored as BIGINT (read back as JS numbers, exact below 2^53).
  */
-import { TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type WrittenBundle, type WrittenTile } from '@sovra/tlog';
+import { TileHashCache, TlogError, decodeEntryBundle, encodeEntryBundle, type TileReader, type WrittenBundle, type WrittenTile } from '@sovra/tlog';
 import { sql, type Transaction } from 'kysely';
 import type { Store } from '../store/db.ts';
 import type { Database } from '../store/schema.ts';
@@ -59,6 +59,12 @@ const PG_BLOB_CHUNK = 32;
 export class AuditStorage implements TileReader {
   readonly store: Store;
   readonly #s: ReturnType<typeof prepare> | undefined;
+  /**
+   * Subtree hashes of the upper tiles (level ≥ 1), shared by every proof and root computed through
+   * this storage (`@sovra/tlog` `TileHashCache`; tiles never change, so entries never go stale).
+   * ≤ 256 tiles, ≈ 4 MiB.
+   */
+  readonly tileHashes = new TileHashCache();
 
   constructor(store: Store) {
     this.store = store;

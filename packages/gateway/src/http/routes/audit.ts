@@ -160,12 +160,12 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
         index = idxParam!;
         if (index >= treeSize) throw bad('index', `'index' must be below the tree size ${treeSize}`);
       }
-      const proof = await inclusionProofFromTiles(index, treeSize, storage, nodeTreeHasher);
+      const proof = await inclusionProofFromTiles(index, treeSize, storage, nodeTreeHasher, storage.tileHashes);
       const t = index / 256n;
       const leafTile = await storage.readTile(0, t, tileWidth(0, t, treeSize));
       const leafHash = decodeHashTile(leafTile, tileWidth(0, t, treeSize))[Number(index % 256n)]!;
       const atLatest = treeSize === latest.size;
-      const rootHash = atLatest ? latest.rootHash : await rootHashFromTiles(treeSize, storage, nodeTreeHasher);
+      const rootHash = atLatest ? latest.rootHash : await rootHashFromTiles(treeSize, storage, nodeTreeHasher, storage.tileHashes);
       const checkpoint = atLatest ? latest.note : await storage.checkpointAt(treeSize);
       return {
         type: 'application/json',
@@ -186,10 +186,10 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
       const newSize = explicit ?? latest.size;
       if (newSize > latest.size) throw bad('new_size', `'new_size' exceeds the latest checkpoint size ${latest.size}`);
       if (oldSize > newSize) throw bad('old_size', "'old_size' exceeds 'new_size'");
-      const proof = await consistencyProofFromTiles(oldSize, newSize, storage, nodeTreeHasher);
-      const oldRoot = oldSize === 0n ? emptyRoot() : await rootHashFromTiles(oldSize, storage, nodeTreeHasher);
+      const proof = await consistencyProofFromTiles(oldSize, newSize, storage, nodeTreeHasher, storage.tileHashes);
+      const oldRoot = oldSize === 0n ? emptyRoot() : await rootHashFromTiles(oldSize, storage, nodeTreeHasher, storage.tileHashes);
       const atLatest = newSize === latest.size;
-      const newRoot = atLatest ? latest.rootHash : await rootHashFromTiles(newSize, storage, nodeTreeHasher);
+      const newRoot = atLatest ? latest.rootHash : await rootHashFromTiles(newSize, storage, nodeTreeHasher, storage.tileHashes);
       const checkpoint = atLatest ? latest.note : await storage.checkpointAt(newSize);
       return {
         type: 'application/json',
@@ -206,7 +206,7 @@ export function registerAuditRoutes(app: FastifyInstance, src: AuditReadSource):
       const index = decimal(req.query as Record<string, unknown>, 'index');
       if (index === undefined) throw bad('index', "'index' is required");
       if (index >= latest.size) throw bad('index', `'index' must be below the tree size ${latest.size}`);
-      const proof = await inclusionProofFromTiles(index, latest.size, storage, nodeTreeHasher);
+      const proof = await inclusionProofFromTiles(index, latest.size, storage, nodeTreeHasher, storage.tileHashes);
       return { type: 'text/plain; charset=utf-8', body: formatTlogProof({ index, proof, checkpoint: latest.note }), cache: 'no-cache' };
     }),
   );
