@@ -36,10 +36,17 @@
  *   `node:inspector`); on shutdown a `gateway-<timestamp>.cpuprofile` is written to `<dir>` with the
  *   positions of TypeScript functions mapped back to their `.ts` source (via tsx's source maps), so
  *   it opens correctly in Chrome DevTools and `bench/profile-summary.ts` can print file:line hot spots.
- *   `SOVRA_BENCH_CPU_PROF_INTERVAL_US` sets the sampling interval (default 200 µs).
+ *   `SOVRA_BENCH_CPU_PROF_INTERVAL_US` sets the sampling interval (default 200 µs);
+ *   `SOVRA_BENCH_CPU_PROF_DELAY_MS` starts the profiler that many ms after start-up instead (so the
+ *   profile leaves out start-up, lazy module loads and the warm-up).
+ * - `SOVRA_BENCH_GC_STATS=<file>`: count and sum the main thread's garbage-collection pauses by kind
+ *   (minor, major, incremental, weak callbacks); one JSON line is appended to `<file>` at exit.
  * - `SOVRA_BENCH_LOG_SYNC=1`: write the log synchronously instead.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { PerformanceObserver, constants as perfConstants, type PerformanceEntry } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { findSourceMap } from 'node:module';
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
@@ -191,7 +198,8 @@ async function main(): Promise<void> {
   if (!STRATEGIES.includes(strategy)) throw new Error(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${values.strategy}"`);
   const upstreams = values.upstream.split(',').map((u) => u.trim()).filter((u) => u !== '');
 
-  // Profiling starts first, so start-up is in the profile too (it is short next to the load).
+  // Profiling starts first, so start-up is in the profile too (it is short next to the load),
+  // unless SOVRA_BENCH_CPU_PROF_DELAY_MS defers it (to leave out start-up, lazy loads and warm-up).
   const profDir = process.env['SOVRA_BENCH_CPU_PROF'];
   let session: Session | undefined;
   if (profDir) {
@@ -199,7 +207,31 @@ async function main(): Promise<void> {
     session.connect();
     await session.post('Profiler.enable');
     await session.post('Profiler.setSamplingInterval', { interval: Number(process.env['SOVRA_BENCH_CPU_PROF_INTERVAL_US'] ?? 200) });
-    await session.post('Profiler.start');
+    const delay = Number(process.env['SOVRA_BENCH_CPU_PROF_DELAY_MS'] ?? 0);
+    const s = session;
+    if (delay > 0) setTimeout(() => void s.post('Profiler.start'), delay).unref();
+    else await session.post('Profiler.start');
+  }
+
+  // Garbage-collection pauses by kind (main thread), appended as one JSON line to this file at exit.
+  const gcFile = process.env['SOVRA_BENCH_GC_STATS'];
+  const gc = { minor: { n: 0, ms: 0 }, major: { n: 0, ms: 0 }, incremental: { n: 0, ms: 0 }, weakcb: { n: 0, ms: 0 } };
+  if (gcFile) {
+    const kinds: Record<number, keyof typeof gc> = {
+      [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+      [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+      [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+      [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+    };
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        const k = kinds[((e as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind ?? -1];
+        if (k) {
+          gc[k].n++;
+          gc[k].ms += e.duration;
+        }
+      }
+    }).observe({ entryTypes: ['gc'] });
   }
 
   const dir = mkdtempSync(join(tmpdir(), 'sovra-bench-'));
@@ -243,6 +275,17 @@ async function main(): Promise<void> {
         process.stderr.write(`gateway-server: writing the CPU profile failed: ${String(err)}\n`);
       }
       session.disconnect();
+    }
+    if (gcFile) {
+      const heap = process.memoryUsage();
+      // The live heap: after a full collection (gc() exposed at run time for this one call).
+      v8.setFlagsFromString('--expose-gc');
+      (runInNewContext('gc') as () => void)();
+      const live = process.memoryUsage();
+      appendFileSync(
+        gcFile,
+        JSON.stringify({ pid: process.pid, metering: values.metering, audit: values.audit, routing: values.routing, heapUsedMB: Math.round(heap.heapUsed / 1e6), liveHeapMB: Math.round(live.heapUsed / 1e6), gc }) + '\n',
+      );
     }
     try {
       dest.flushSync();

@@ -90,6 +90,8 @@ const USAGE = `Usage: node --import tsx bench/routing.bench.ts [options]
                       RPM/TPM limits and token budgets on the bench key and tenant (--metering-mode on|limits);
                       audit: both single, the first with the transparency log off, the second with it on
   --metering-mode M   with --vary metering: on (limits + budgets, default) or limits
+  --pool-first        start the second gateway's process first (the A/A control shows a bias of the
+                      process started second; run both orders and compare)
   --cpu-prof          CPU-profile both gateways; profiles go to <out>/profiles/routing-<time>-<audit>-<config>/
   --out DIR           where the JSON results go (default bench/results)
 `;
@@ -110,6 +112,8 @@ export interface RoutingOptions {
   retries: number;
   /** A/A control: both gateways `single`. */
   control: boolean;
+  /** Spawn the "pool" gateway's process before the "single" one. */
+  poolFirst: boolean;
   /** What the second gateway changes: its routing (pool), or metering (`meteringMode`) on a single backend. */
   vary: 'routing' | 'metering' | 'audit';
   meteringMode: 'on' | 'limits';
@@ -131,6 +135,7 @@ function parseOptions(argv: string[]): RoutingOptions {
       'max-other-cpu': { type: 'string', default: '25' },
       retries: { type: 'string', default: '3' },
       control: { type: 'boolean', default: false },
+      'pool-first': { type: 'boolean', default: false },
       vary: { type: 'string', default: 'routing' },
       'metering-mode': { type: 'string', default: 'on' },
       'cpu-prof': { type: 'boolean', default: false },
@@ -169,6 +174,7 @@ function parseOptions(argv: string[]): RoutingOptions {
     maxOtherCpu: num('max-other-cpu', values['max-other-cpu'], 0, 1000),
     retries: Math.round(num('retries', values.retries, 0, 10)),
     control: values.control,
+    poolFirst: values['pool-first'],
     vary: values.vary === 'metering' || values.vary === 'audit' || values.vary === 'routing' ? values.vary : (() => { throw new Error(`--vary takes routing, metering or audit, got "${values.vary}"`); })(),
     meteringMode: values['metering-mode'] === 'limits' ? 'limits' : values['metering-mode'] === 'on' ? 'on' : (() => { throw new Error(`--metering-mode takes on or limits, got "${values['metering-mode']}"`); })(),
     cpuProf: values['cpu-prof'],
@@ -327,6 +333,7 @@ export function markdownReport(rep: RoutingReport): string {
       `tenant policy allowing only MY (default classification \`internal\`): every request is policy-checked and sg-1 excluded.` +
       (o.vary === 'audit' ? ` **This run varies the transparency log instead** (\`--vary audit\`): both gateways have one backend; **single** runs with the audit log off (request rows only), **pool** with it on (target: ≤ ${AUDIT_MAX_OVERHEAD_PCT} % fewer req/s).` : '') +
       (o.vary === 'metering' ? ` **This run varies metering instead** (\`--vary metering\`): both gateways have one backend; **single** has no limits or budgets, **pool** has RPM/TPM limits${o.meteringMode === 'on' ? ' and token budgets' : ''} on the bench key and tenant, set so high they never refuse (target: ≤ ${METERING_MAX_OVERHEAD_PCT} % fewer req/s).` : '') +
+      (o.poolFirst ? ' The "pool" gateway\'s process was started first (`--pool-first`).' : '') +
       (o.control ? ' **Control run: the "pool" gateway is configured as single (one backend on port 1), so every difference below is noise or bias of the method.**' : ''),
   );
   out.push('');
@@ -444,7 +451,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<Rout
 
     for (const audit of opts.audits) {
       const gws = new Map<Config, { child: Child; ep: Endpoint }>();
-      for (const config of CONFIGS) {
+      for (const config of opts.poolFirst ? [...CONFIGS].reverse() : CONFIGS) {
         const env: NodeJS.ProcessEnv = { ...process.env };
         delete env['SOVRA_BENCH_CPU_PROF'];
         if (opts.cpuProf) env['SOVRA_BENCH_CPU_PROF'] = join(opts.outDir, 'profiles', `routing-${stamp}-audit-${audit ? 'on' : 'off'}-${config}`);
