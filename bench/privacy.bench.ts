@@ -14,6 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { detect } from '../packages/gateway/src/privacy/index.ts';
+import { rng } from '../packages/gateway/test/helpers/prng.ts';
 
 const args = process.argv.slice(2);
 const argNum = (name: string, dflt: number): number => {
@@ -27,17 +28,6 @@ const ONLY = args.includes('--kind') ? args[args.indexOf('--kind') + 1] : undefi
 const fixturePath = fileURLToPath(new URL('../packages/gateway/test/fixtures/pii-vectors.json', import.meta.url));
 const fixture = JSON.parse(readFileSync(fixturePath, 'utf8')) as { sentences: Array<{ text: string }> };
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = rng(20261129);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
 const digits = (n: number): string => {
