@@ -18,6 +18,7 @@ import { Commitments, SALT_BYTES, encodeRecord, freshSalt, requestRecord } from 
 import { createLogger } from '../src/telemetry/logger.ts';
 import type { RequestsTable } from '../src/store/schema.ts';
 import { newRequestId } from '../src/http/request-id.ts';
+import { randomSlice } from '../src/random.ts';
 import { normalise } from '../src/store/requests.ts';
 import { createBudget } from '../src/metering/index.ts';
 import { createLedger, type Adjustment, type GrantRequest } from '../src/metering/ledger.ts';
@@ -107,6 +108,35 @@ describe('salts and commitments', () => {
     const b = newRequestId();
     assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.ok(a < b);
+  });
+  test('request ids from the pooled CSPRNG: 20,000 strictly increasing UUIDv7 (many per millisecond), the current time, random tails', () => {
+    const t0 = Date.now();
+    const ids = Array.from({ length: 20_000 }, () => newRequestId());
+    const t1 = Date.now();
+    const v7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    for (let i = 0; i < ids.length; i++) {
+      assert.match(ids[i]!, v7);
+      if (i > 0) assert.ok(ids[i - 1]! < ids[i]!, `${ids[i - 1]} < ${ids[i]}`);
+    }
+    const ms = (id: string) => parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+    assert.ok(ms(ids[0]!) >= t0 - 1 && ms(ids[ids.length - 1]!) <= t1 + 1000, 'timestamps of now (the counter may carry a few ms on)');
+    const perMs = new Map<number, number>();
+    for (const id of ids) perMs.set(ms(id), (perMs.get(ms(id)) ?? 0) + 1);
+    assert.ok([...perMs.values()].some((n) => n > 1), 'several ids within one millisecond: ordered by the counter');
+    assert.equal(new Set(ids.map((id) => id.slice(-12))).size, ids.length, 'the last 48 bits are random: no repeats');
+  });
+  test('randomSlice: fresh bytes each call, never the same slice twice; sizes 1–4096 only', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) seen.add(randomSlice(16).toString('hex'));
+    assert.equal(seen.size, 2000);
+    const salts = Array.from({ length: 300 }, () => freshSalt());
+    const copies = salts.map((s) => Buffer.from(s));
+    randomSlice(4096); // more pools drawn after the salts were handed out
+    randomSlice(4096);
+    salts.forEach((s, i) => assert.ok(s.equals(copies[i]!), 'a salt handed out is never overwritten'));
+    assert.throws(() => randomSlice(0), RangeError);
+    assert.throws(() => randomSlice(4097), RangeError);
+    assert.throws(() => randomSlice(1.5), RangeError);
   });
 });
 

@@ -18,7 +18,8 @@
  * record's `truncated` list, so nothing is ever shortened silently. Encoding fails rather than
  * produce an entry over 65 535 bytes.
  */
-import { createHash, createHmac, randomFillSync, type Hmac } from 'node:crypto';
+import { createHash, createHmac, type Hmac } from 'node:crypto';
+import { randomSlice } from '../random.ts';
 import { canonicalize } from './jcs.ts';
 import type { RequestsTable } from '../store/schema.ts';
 
@@ -228,24 +229,12 @@ export function decodeRecord(entry: Uint8Array): AuditRecord {
   return JSON.parse(Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength).toString('utf8')) as AuditRecord;
 }
 
-/** Bytes of CSPRNG output drawn at once for salts (one `randomFillSync` per 128 salts). */
-const SALT_POOL_BYTES = 4096;
-let saltPool = Buffer.alloc(0);
-let saltPoolAt = 0;
-
 /**
- * A fresh 32-byte salt from the CSPRNG. Salts are cut from a pool filled 4 KiB at a time (as the
- * `uuid` package does for its random bytes) — the same CSPRNG output, an eighth of the per-call cost;
- * each pool is used once, never refilled in place, so a salt is never handed out twice.
+ * A fresh 32-byte salt from the CSPRNG, cut from the pooled output of `../random.ts` (the same
+ * CSPRNG output at a fraction of the per-call cost; a salt is never handed out twice).
  */
 export function freshSalt(): Buffer {
-  if (saltPoolAt + SALT_BYTES > saltPool.length) {
-    saltPool = randomFillSync(Buffer.allocUnsafeSlow(SALT_POOL_BYTES));
-    saltPoolAt = 0;
-  }
-  const salt = saltPool.subarray(saltPoolAt, saltPoolAt + SALT_BYTES);
-  saltPoolAt += SALT_BYTES;
-  return salt;
+  return randomSlice(SALT_BYTES);
 }
 
 /** Response bytes buffered before one HMAC update (fewer native calls for streams of small events). */
