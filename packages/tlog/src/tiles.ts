@@ -441,7 +441,7 @@ export class TileHashCache {
 
 /** `rows[r]` = the complete subtree hashes of height r (2^r tile hashes each) of a tile, concatenated. */
 function expandTile(data: Uint8Array, width: number, hasher: TreeHasher): Uint8Array[] {
-  // A copy, never a view: `slice` of a Node Buffer shares memory, and proofs hand these bytes out.
+  // A copy, never a view: `slice` of a Node.js buffer shares its memory, and proofs hand these bytes out.
   const rows: Uint8Array[] = [new Uint8Array(data.subarray(0, width * HASH_SIZE))];
   for (let r = 1, n = width >> 1; r < TILE_HEIGHT && n > 0; r++, n >>= 1) {
     const below = rows[r - 1]!;
