@@ -109,7 +109,8 @@ commands:
                                             budgets with used / reserved this period
   budgets delete ID                         delete a budget
   usage [--tenant ID|NAME] [--key KEY_ID] [--model ALIAS] [--from T] [--to T]
-        [--group hour|day|none] [--csv]     usage rollups, times [from, to): ISO 8601 date,
+        [--group hour|day|none] [--csv|--json]
+                                            usage rollups, times [from, to): ISO 8601 date,
                                             RFC 3339 date-time or ms since epoch
   config check [FILE]                       validate a configuration file
   audit vkey                                print the transparency log's verifier key
@@ -122,7 +123,9 @@ commands:
 
 options:
   --config FILE   configuration file (default: $SOVRA_CONFIG or ./sovra.yaml)
-  --json          machine-readable output (list, show, create and set verbs)
+  --json          machine-readable output (list, show, create and set verbs: camelCase
+                  fields, times in ms; usage: the rows of GET /admin/v1/usage, snake_case,
+                  with bucket in ms)
   -h, --help      show this help
 `;
 

@@ -29,6 +29,7 @@
  * `idleMs` and `connectMs` do not apply to an in-process engine.
  */
 import { randomBytes, randomInt } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { open, stat } from 'node:fs/promises';
 import {
   getLlama,
@@ -368,6 +369,9 @@ export class EmbeddedProvider implements Provider {
     this.contexts = Math.max(1, Math.floor(opts.contexts ?? 1));
     this.maxQueue = Math.max(0, Math.floor(opts.maxQueue ?? 256));
     this.log = opts.log ?? noop;
+    // Every call in flight (up to maxQueue + contexts) listens on this signal and removes its
+    // listener when done: no leak, so no "possible EventTarget memory leak" warning past 10.
+    setMaxListeners(0, this.closing.signal);
   }
 
   supports(op: Operation): boolean {
