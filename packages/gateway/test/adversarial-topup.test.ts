@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Allotments, IDLE_MS, MAX_EXTRA_REQUESTS, type Allotment, type AllotmentHold, type Taken } from '../src/metering/allotments.ts';
 import { createLedger, type GrantRequest, type GrantResult, type Adjustment } from '../src/metering/ledger.ts';
-import { FakeLedger } from './helpers/fake-ledger.ts';
+import { FakeLedger, GatedLedger } from './helpers/fake-ledger.ts';
 import { rng } from './helpers/prng.ts';
 import { openStore, type Store } from '../src/store/db.ts';
 import { Metering, createBudget, listBudgets, type Budget } from '../src/metering/index.ts';
@@ -28,22 +28,6 @@ const hold = (amount: number, reserve: number, budgetId = 'b1'): AllotmentHold =
 const turn = () => new Promise<void>((r) => setImmediate(r));
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await turn();
-}
-
-/** Grants wait for `open()` while `closed` (adjustments are never gated); records grant requests. */
-class GatedLedger extends FakeLedger {
-  closed = false;
-  seen: GrantRequest[] = [];
-  #waiters: Array<() => void> = [];
-  open(): void {
-    this.closed = false;
-    for (const w of this.#waiters.splice(0)) w();
-  }
-  override async grant(g: GrantRequest): Promise<GrantResult> {
-    this.seen.push(g);
-    if (this.closed) await new Promise<void>((r) => this.#waiters.push(r));
-    return super.grant(g);
-  }
 }
 
 /** Grants and adjustments take a random number (0–maxTurns) of event-loop turns. */

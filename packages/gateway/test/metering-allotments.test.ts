@@ -10,9 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Allotments, IDLE_MS, MARGIN_DIVISOR, MAX_EXTRA_REQUESTS, type Taken } from '../src/metering/allotments.ts';
-import type { GrantRequest, GrantResult } from '../src/metering/ledger.ts';
 import { createLedger } from '../src/metering/ledger.ts';
-import { FakeLedger } from './helpers/fake-ledger.ts';
+import { FakeLedger, GatedLedger } from './helpers/fake-ledger.ts';
 import { rng } from './helpers/prng.ts';
 import { openStore } from '../src/store/db.ts';
 import { createBudget, listBudgets } from '../src/metering/index.ts';
@@ -41,21 +40,6 @@ describe('budget allotments', () => {
   });
 
   test('top-up: a busy process takes the next slice in the background before this one runs out; requests never wait for it', async () => {
-    /** Grants wait for `open()` while `closed`; records every grant request. */
-    class GatedLedger extends FakeLedger {
-      closed = false;
-      seen: GrantRequest[] = [];
-      #waiters: Array<() => void> = [];
-      open(): void {
-        this.closed = false;
-        for (const w of this.#waiters.splice(0)) w();
-      }
-      override async grant(g: GrantRequest): Promise<GrantResult> {
-        this.seen.push(g);
-        if (this.closed) await new Promise<void>((r) => this.#waiters.push(r));
-        return super.grant(g);
-      }
-    }
     const db = new GatedLedger();
     const al = new Allotments(db);
     const R = 100;

@@ -69,3 +69,20 @@ export class FakeLedger implements Ledger {
   }
 }
 
+
+/** A {@link FakeLedger} whose grants wait for `open()` while `closed` (adjustments are never gated); records every grant request in `seen`. */
+export class GatedLedger extends FakeLedger {
+  closed = false;
+  readonly seen: GrantRequest[] = [];
+  #waiters: Array<() => void> = [];
+  /** Lets every waiting grant (and later ones) through. */
+  open(): void {
+    this.closed = false;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  override async grant(g: GrantRequest): Promise<GrantResult> {
+    this.seen.push(g);
+    if (this.closed) await new Promise<void>((r) => this.#waiters.push(r));
+    return super.grant(g);
+  }
+}
