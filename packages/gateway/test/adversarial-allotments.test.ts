@@ -19,6 +19,7 @@ import { FakeLedger } from './helpers/fake-ledger.ts';
 import { rng } from './helpers/prng.ts';
 import { openStore, type Store } from '../src/store/db.ts';
 import { Metering, MeteringError, createBudget, listBudgets, type Budget } from '../src/metering/index.ts';
+import { migratedSqliteStore } from './helpers/store-backends.ts';
 
 const PG = process.env['SOVRA_TEST_POSTGRES_URL'];
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-adv-allot-'));
@@ -29,11 +30,7 @@ const hold = (amount: number, reserve: number, budgetId = 'b1'): AllotmentHold =
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
-async function sqliteStore(file = join(tmpRoot, `a-${randomBytes(4).toString('hex')}.db`)): Promise<Store> {
-  const s = await openStore(`sqlite:${file}`);
-  await s.migrate();
-  return s;
-}
+const sqliteStore = (file?: string): Promise<Store> => migratedSqliteStore(tmpRoot, file);
 
 async function row(store: Store, b: Budget, now = Date.now()): Promise<{ used: number; reserved: number }> {
   const st = (await listBudgets(store, { scopes: [b.scope] }, now)).find((x) => x.id === b.id)!;

@@ -10,13 +10,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Allotments, IDLE_MS, MAX_EXTRA_REQUESTS, type Allotment, type AllotmentHold, type Taken } from '../src/metering/allotments.ts';
 import { createLedger, type GrantRequest, type GrantResult, type Adjustment } from '../src/metering/ledger.ts';
 import { FakeLedger, GatedLedger } from './helpers/fake-ledger.ts';
 import { rng } from './helpers/prng.ts';
-import { openStore, type Store } from '../src/store/db.ts';
+import type { Store } from '../src/store/db.ts';
 import { Metering, createBudget, listBudgets, type Budget } from '../src/metering/index.ts';
+import { migratedSqliteStore } from './helpers/store-backends.ts';
 
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-adv-topup-'));
 after(() => rmSync(tmpRoot, { recursive: true, force: true }));
@@ -81,11 +81,7 @@ async function untilTopUp(al: Allotments, h: AllotmentHold, count = { n: 0 }): P
   return assert.fail('no top-up started');
 }
 
-async function sqliteStore(): Promise<Store> {
-  const s = await openStore(`sqlite:${join(tmpRoot, `t-${randomBytes(4).toString('hex')}.db`)}`);
-  await s.migrate();
-  return s;
-}
+const sqliteStore = (): Promise<Store> => migratedSqliteStore(tmpRoot);
 
 async function row(store: Store, b: Budget): Promise<{ used: number; reserved: number }> {
   const st = (await listBudgets(store, { scopes: [b.scope] })).find((x) => x.id === b.id)!;

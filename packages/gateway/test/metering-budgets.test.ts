@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../src/store/db.ts';
 import { Metering, MeteringError, createBudget, listBudgets, type Admission, type Budget } from '../src/metering/index.ts';
+import { migratedSqliteStore } from './helpers/store-backends.ts';
 
 const PG = process.env['SOVRA_TEST_POSTGRES_URL'];
 /** Every request below reserves 10 prompt + 10 completion tokens. */
@@ -58,11 +59,7 @@ function registerTests(): void {
   const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-metering-budgets-'));
   after(() => rmSync(tmpRoot, { recursive: true, force: true }));
 
-  async function sqliteStore(file = join(tmpRoot, `b-${randomBytes(4).toString('hex')}.db`)): Promise<Store> {
-    const s = await openStore(`sqlite:${file}`);
-    await s.migrate();
-    return s;
-  }
+  const sqliteStore = (file?: string): Promise<Store> => migratedSqliteStore(tmpRoot, file);
 
   async function usageRow(store: Store, b: Budget, now = Date.now()): Promise<{ used: number; reserved: number }> {
     for (const m of live) await m.flush();

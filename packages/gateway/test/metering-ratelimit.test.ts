@@ -11,18 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { openStore, type Store } from '../src/store/db.ts';
+import type { Store } from '../src/store/db.ts';
 import { Metering, MeteringError, createBudget, deleteBudget, setLimits } from '../src/metering/index.ts';
+import { migratedSqliteStore } from './helpers/store-backends.ts';
 
 const REDIS = process.env['SOVRA_TEST_REDIS_URL'];
 const tmpRoot = mkdtempSync(join(tmpdir(), 'sovra-metering-rl-'));
 after(() => rmSync(tmpRoot, { recursive: true, force: true }));
 
-async function sqliteStore(): Promise<Store> {
-  const s = await openStore(`sqlite:${join(tmpRoot, `r-${randomBytes(4).toString('hex')}.db`)}`);
-  await s.migrate();
-  return s;
-}
+const sqliteStore = (): Promise<Store> => migratedSqliteStore(tmpRoot);
 
 const REQ = { tenantId: 'ten_a', keyId: 'key_a', model: 'm', promptTokens: 10, maxTokens: 10 } as const;
 const refusal = (code: string) => (e: unknown) => e instanceof MeteringError && e.code === code;

@@ -8,6 +8,16 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../../src/store/db.ts';
 
+/**
+ * A migrated SQLite store on `file`, by default a fresh file under `dir` (the caller removes `dir`).
+ * Two calls with the same `file` give two connections to one database.
+ */
+export async function migratedSqliteStore(dir: string, file = join(dir, `m-${randomBytes(5).toString('hex')}.db`)): Promise<Store> {
+  const s = await openStore(`sqlite:${file}`);
+  await s.migrate();
+  return s;
+}
+
 /** One dialect to run a suite on. */
 export interface StoreBackend {
   name: 'sqlite' | 'postgres';
