@@ -63,6 +63,31 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
+/**
+ * With `SOVRA_BENCH_CPU_PROF=<dir>`, a V8 CPU profile of the integration phase alone (journal
+ * writes excluded) is written there as `<name>.cpuprofile`; summarise it with
+ * `node --import tsx bench/profile-summary.ts FILE`.
+ */
+async function startProfile(): Promise<{ stop(name: string): Promise<void> } | undefined> {
+  const dir = process.env.SOVRA_BENCH_CPU_PROF;
+  if (!dir) return undefined;
+  const { Session } = await import('node:inspector/promises');
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 100 });
+  await session.post('Profiler.start');
+  return {
+    async stop(name) {
+      const { profile } = await session.post('Profiler.stop');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
@@ -124,11 +149,13 @@ async function integrationBench(entries: number, dir: string, withTail: boolean)
   for (let i = 0; i < items.length; i += CHUNK) await Promise.all(items.slice(i, i + CHUNK).map((it) => journal.write(it)));
   const journalMs = performance.now() - t0;
   const journalCpu = cpuMs() - c0;
+  const profiler = await startProfile();
   t0 = performance.now();
   c0 = cpuMs();
   const cp = await log.drain(10_000);
   const integrateMs = performance.now() - t0;
   const integrateCpu = cpuMs() - c0;
+  await profiler?.stop(`integrate-${withTail ? 'tail' : 'table'}`);
   if (cp.size !== BigInt(entries)) throw new Error(`integrated ${cp.size} of ${entries}`);
   // leaf_hash= lookups (spec §10.1; one probe per 16,384-entry epoch, see src/audit/leaf-lookup.ts)
   const storage = new AuditStorage(store);
