@@ -99,6 +99,17 @@ export class Allotment {
   }
 }
 
+/** What {@link Allotments.reserve} returns: `misfit` −1 and the reservations, or the index of the hold that did not fit. */
+export interface Reserved {
+  misfit: number;
+  taken: Taken[];
+}
+
+/** The key of allotment (budget, period) in the map of all allotments. */
+function allotmentKey(budgetId: string, periodStart: number): string {
+  return `${periodStart}\u0000${budgetId}`;
+}
+
 /** One reservation taken by {@link Allotments.reserve}, to hand back to {@link Allotments.settle}. */
 export interface Taken {
   readonly allotment: Allotment;
@@ -110,6 +121,8 @@ export class Allotments {
   readonly #ledger: Ledger;
   readonly #now: () => number;
   readonly #map = new Map<string, Allotment>();
+  /** The allotment of each budget's latest period seen (a lookup by id; `#map` holds them all). */
+  readonly #current = new Map<string, Allotment>();
   #timer: NodeJS.Timeout | undefined;
   #soon = false;
   /** The adjustment write in progress, if any. */
@@ -130,12 +143,18 @@ export class Allotments {
   }
 
   #get(h: AllotmentHold): Allotment {
-    const k = `${h.periodStart}\u0000${h.budgetId}`;
-    let a = this.#map.get(k);
-    if (!a) {
-      a = new Allotment(h.budgetId, h.periodStart, h.amount);
-      this.#map.set(k, a);
-    } else if (a.amount !== h.amount) {
+    let a = this.#current.get(h.budgetId);
+    if (a === undefined || a.periodStart !== h.periodStart) {
+      const k = allotmentKey(h.budgetId, h.periodStart);
+      a = this.#map.get(k);
+      if (!a) {
+        a = new Allotment(h.budgetId, h.periodStart, h.amount);
+        this.#map.set(k, a);
+      }
+      const cur = this.#current.get(h.budgetId);
+      if (cur === undefined || cur.periodStart <= h.periodStart) this.#current.set(h.budgetId, a);
+    }
+    if (a.amount !== h.amount) {
       // The budget was changed by an admin: capacity taken under the old amount is given back first.
       a.amount = h.amount;
       a.stale = true;
@@ -146,12 +165,48 @@ export class Allotments {
   }
 
   /**
-   * Reserves on every row in the given order, all or nothing.
+   * {@link reserve} without waiting: reserves on every row when each hold fits the free capacity
+   * held in memory (the usual case), else reserves nothing.
+   * @returns the reservations, or null when some hold needs the database (call {@link reserve})
+   */
+  tryReserve(holds: readonly AllotmentHold[]): Taken[] | null {
+    const taken: Taken[] = [];
+    for (let i = 0; i < holds.length; i++) {
+      const h = holds[i]!;
+      const a = this.#get(h);
+      if (!(h.reserve > 0 && !a.stale && a.free >= h.reserve)) {
+        for (const t of taken) {
+          t.allotment.inFlight -= t.reserved;
+          t.allotment.refs--;
+        }
+        return null;
+      }
+      a.lastUse = this.#now();
+      this.#take(a, h, taken);
+    }
+    return taken;
+  }
+
+  /** Takes `h.reserve` from `a`'s free capacity (which holds it) and starts a top-up when due. */
+  #take(a: Allotment, h: AllotmentHold, taken: Taken[]): void {
+    a.inFlight += h.reserve;
+    a.refs++;
+    taken.push({ allotment: a, reserved: h.reserve });
+    if (a.free < a.topUpBelow && a.pending === 0 && !a.endGame && !this.#closed) {
+      const below = a.topUpBelow;
+      a.topUpBelow = 0; // one top-up per extra
+      this.#grow(a, h, below).catch(this.#onError);
+    }
+  }
+
+  /**
+   * Reserves on every row in the given order, all or nothing (taking capacity from the database
+   * where the allotment lacks it).
    * @returns `misfit` −1 and the reservations taken when all fitted, else the index of the first
    *   hold that did not fit (nothing stays reserved then)
    * @throws the database error (nothing stays reserved)
    */
-  async reserve(holds: readonly AllotmentHold[]): Promise<{ misfit: number; taken: Taken[] }> {
+  async reserve(holds: readonly AllotmentHold[]): Promise<Reserved> {
     const taken: Taken[] = [];
     try {
       for (let i = 0; i < holds.length; i++) {
@@ -160,14 +215,7 @@ export class Allotments {
         a.lastUse = this.#now();
         // Zero-size holds go to the database, which refuses them once the budget is exhausted.
         if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
-          a.inFlight += h.reserve;
-          a.refs++;
-          taken.push({ allotment: a, reserved: h.reserve });
-          if (a.free < a.topUpBelow && a.pending === 0 && !a.endGame && !this.#closed) {
-            const below = a.topUpBelow;
-            a.topUpBelow = 0; // one top-up per extra
-            this.#grow(a, h, below).catch(this.#onError);
-          }
+          this.#take(a, h, taken);
           continue;
         }
         if (!(await this.#grow(a, h))) {
@@ -265,13 +313,14 @@ export class Allotments {
    */
   settle(taken: readonly Taken[], actual: readonly number[]): void {
     const now = this.#now();
-    taken.forEach((t, i) => {
+    for (let i = 0; i < taken.length; i++) {
+      const t = taken[i]!;
       const a = t.allotment;
       a.inFlight -= t.reserved;
       a.refs--;
       a.unflushed += Math.max(0, actual[i] ?? 0);
       a.lastUse = now;
-    });
+    }
     if (taken.length > 0) this.#schedule(taken);
   }
 
@@ -279,7 +328,8 @@ export class Allotments {
   #schedule(touched: ReadonlyArray<{ readonly allotment: Allotment }> = []): void {
     if (this.#closed) return;
     // Only the allotments just used can have become urgent (the others are covered by the timer).
-    const urgent = touched.some(({ allotment: a }) => a.endGame && (a.unflushed > 0 || a.free > 0));
+    let urgent = false;
+    for (const { allotment: a } of touched) if (a.endGame && (a.unflushed > 0 || a.free > 0)) urgent = true;
     if (urgent && !this.#soon) {
       this.#soon = true;
       setImmediate(() => {
@@ -333,7 +383,10 @@ export class Allotments {
       const idle = now - a.lastUse >= IDLE_MS || now - a.lastGrant >= IDLE_MS;
       if (all || a.endGame || a.stale || idle) release += Math.max(0, a.leased - fromLease - a.inFlight);
       if (u === 0 && release === 0) {
-        if (a.leased === 0 && a.inFlight === 0 && a.refs === 0 && a.pending === 0) this.#map.delete(k);
+        if (a.leased === 0 && a.inFlight === 0 && a.refs === 0 && a.pending === 0) {
+          this.#map.delete(k);
+          if (this.#current.get(a.budgetId) === a) this.#current.delete(a.budgetId);
+        }
         continue;
       }
       a.unflushed -= u;

@@ -11,7 +11,7 @@ import { Allotments, type AllotmentHold, type Taken } from './allotments.ts';
 import { nextPeriodStart, periodStart } from './periods.ts';
 import { costMicros, type PriceTable } from './prices.ts';
 import { loadBudgets, loadLimits } from './storage.ts';
-import { scopeKey, type Budget, type LimitSpec, type Scope } from './types.ts';
+import { scopeKey, type Budget, type LimitSpec, type Scope, type ScopeKind } from './types.ts';
 
 /** How long limit and budget definitions are cached (ms). */
 export const DEFINITIONS_TTL_MS = 2000;
@@ -61,27 +61,31 @@ export interface MeteringOptions {
   ledger?: Ledger;
 }
 
-/** A counter consumed by an admitted request (to give back or correct later). */
+/**
+ * A counter consumed by a request: what to give back (refusals) or correct (TPM, at settlement),
+ * and what the `x-ratelimit-*` headers are made of.
+ */
 interface Consumed {
-  metric: 'rpm' | 'tpm';
-  limiter: RateLimiterAbstract;
-  key: string;
+  check: Check;
   points: number;
+  res: RateLimiterRes;
+  /** The limiter refused (its points were still counted: they are given back). */
+  rejected: boolean;
   /** When the counter's current window ends (ms since epoch). */
   windowEnd: number;
 }
 
-interface BudgetHold {
+/** A budget reservation of a request (its `AllotmentHold`, `reserve` in the budget's unit). */
+interface BudgetHold extends AllotmentHold {
   budget: Budget;
-  periodStart: number;
-  reserved: number;
 }
 
 interface AdmissionState {
   /** The instance that made the admission (another instance's admission settles to 0). */
   owner: Metering;
   model: string;
-  tpm: Consumed[];
+  /** The counters consumed (the TPM ones are corrected at settlement). */
+  consumed: Consumed[];
   holds: BudgetHold[];
   /** The allotment reservations behind `holds` (same order). */
   taken: Taken[];
@@ -100,18 +104,21 @@ type Stateful = Admission & { [STATE]?: AdmissionState };
 /** Shared empty lists of an admission without limits or budgets (never mutated). */
 const NONE: never[] = [];
 
+/** A scope's definitions as loaded (cached for {@link DEFINITIONS_TTL_MS}). */
 interface ScopeDefs {
   limits: LimitSpec | null;
   budgets: Budget[];
+  /** The rate-limit checks the limits make (RPM first), limiters resolved. */
+  checks: Check[];
+  /** When loaded (ms since epoch, the instance's clock). */
   at: number;
 }
 
-/** One limit check of a request. */
+/** One rate-limit check of a scope (resolved once per definitions load, not per request). */
 interface Check {
   metric: 'rpm' | 'tpm';
   scope: Scope;
   limit: number;
-  points: number;
   /** `scopeKey(scope)`, the limiter's key. */
   key: string;
   limiter: RateLimiterAbstract;
@@ -144,7 +151,8 @@ export class Metering {
   /** Resolves once the first Redis connection attempt ended (ready, failed or 2 s passed). */
   readonly #redisStartup: Promise<void> | null;
   readonly #limiters = new Map<string, RateLimiterAbstract>();
-  readonly #defs = new Map<string, ScopeDefs>();
+  /** Cached definitions by scope kind, then id (no key string is built per request). */
+  readonly #defs: Record<ScopeKind, Map<string, ScopeDefs>> = { key: new Map(), tenant: new Map() };
   readonly #loading = new Map<string, Promise<ScopeDefs>>();
   #generation = 0;
   #closed = false;
@@ -208,14 +216,13 @@ export class Metering {
     maxTokens: number | null;
   }): Promise<Admission> {
     if (this.#closed) throw new Error('metering is closed');
-    const keyScope: Scope = { kind: 'key', id: r.keyId };
-    const tenantScope: Scope = { kind: 'tenant', id: r.tenantId };
     // Cached definitions are used synchronously (no promise per request on the hot path).
-    const kc = this.#cached(keyScope);
-    const tc = this.#cached(tenantScope);
-    const [kd, td] = kc && tc ? [kc, tc] : await Promise.all([kc ?? this.#definitions(keyScope), tc ?? this.#definitions(tenantScope)]);
-    if (kd.limits === null && td.limits === null && kd.budgets.length === 0 && td.budgets.length === 0) {
-      const a: Stateful = { headers: {}, reservedCompletionTokens: null, [STATE]: { owner: this, model: r.model, tpm: NONE, holds: NONE, taken: NONE, settled: null } };
+    const kc = this.#cached('key', r.keyId);
+    const tc = this.#cached('tenant', r.tenantId);
+    const [kd, td] =
+      kc && tc ? [kc, tc] : await Promise.all([kc ?? this.#definitions({ kind: 'key', id: r.keyId }), tc ?? this.#definitions({ kind: 'tenant', id: r.tenantId })]);
+    if (kd.checks.length === 0 && td.checks.length === 0 && kd.budgets.length === 0 && td.budgets.length === 0) {
+      const a: Stateful = { headers: {}, reservedCompletionTokens: null, [STATE]: { owner: this, model: r.model, consumed: NONE, holds: NONE, taken: NONE, settled: null } };
       return a;
     }
     // Tokens are only needed for TPM limits and budgets (an RPM-only key skips counting).
@@ -225,68 +232,46 @@ export class Metering {
     const worst = prompt + maxTokens;
 
     // 1. rate limits
-    const checks: Check[] = [];
-    const addChecks = (scope: Scope, d: ScopeDefs) => {
-      const l = d.limits;
-      if (l === null) return;
-      const key = l.rpm != null || l.tpm != null ? scopeKey(scope) : '';
-      if (l.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, points: 1, key, limiter: this.#limiter('rpm', l.rpm) });
-      if (l.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, points: worst, key, limiter: this.#limiter('tpm', l.tpm) });
-    };
-    addChecks(keyScope, kd);
-    addChecks(tenantScope, td);
-    const consumed: Consumed[] = [];
-    const results: Array<{ check: Check; res: RateLimiterRes; rejected: boolean }> = [];
-    if (checks.length > 0) {
+    let consumed: Consumed[] = NONE;
+    if (kd.checks.length + td.checks.length > 0) {
       // The first requests wait for the first connection attempt; afterwards, while Redis is not
       // ready, the limiters answer from their memory insurance at once (rejectIfRedisNotReady).
       if (this.#redisStartup) await this.#redisStartup;
-      const now = Date.now();
-      const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, c.points)));
-      let failure: unknown = null;
-      let rejected = 0;
-      for (let i = 0; i < settledAll.length; i++) {
-        const s = settledAll[i]!;
-        const check = checks[i]!;
-        if (s.status === 'fulfilled') {
-          results.push({ check, res: s.value, rejected: false });
-          consumed.push({ metric: check.metric, limiter: check.limiter, key: check.key, points: check.points, windowEnd: now + s.value.msBeforeNext });
-        } else if (s.reason instanceof RateLimiterRes) {
-          rejected++;
-          results.push({ check, res: s.reason, rejected: true });
-          // A refused consume still counted its points: give them back too.
-          consumed.push({ metric: check.metric, limiter: check.limiter, key: check.key, points: check.points, windowEnd: now + s.reason.msBeforeNext });
-        } else {
-          failure ??= s.reason;
-        }
-      }
-      if (failure !== null || rejected > 0) {
+      consumed = [];
+      const failure = this.#redis ? await this.#consumeParallel(kd.checks, td.checks, worst, consumed) : await this.#consumeInMemory(kd.checks, td.checks, worst, consumed);
+      if (failure !== null) {
         await this.#giveBack(consumed);
-        if (failure !== null) throw failure instanceof Error ? failure : new Error(String(failure));
-        throw this.#rateError(results);
+        throw failure;
+      }
+      for (let i = 0; i < consumed.length; i++) {
+        if (consumed[i]!.rejected) {
+          await this.#giveBack(consumed);
+          throw this.#rateError(consumed);
+        }
       }
     }
 
     // 2. budgets (fixed order: by budget id)
-    const nowMs = this.#now();
-    const budgets =
-      td.budgets.length === 0 && kd.budgets.length <= 1
-        ? kd.budgets
-        : kd.budgets.length === 0 && td.budgets.length <= 1
-          ? td.budgets
-          : [...kd.budgets, ...td.budgets].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const holds: BudgetHold[] = budgets.map((b) => ({
-      budget: b,
-      periodStart: periodStart(b.period, nowMs),
-      reserved: b.unit === 'tokens' ? worst : costMicros(this.#prices, r.model, { prompt_tokens: prompt, completion_tokens: maxTokens }),
-    }));
-    let taken: Taken[] = [];
-    if (holds.length > 0) {
-      let misfit: number;
+    let holds: BudgetHold[] = NONE;
+    let taken: Taken[] = NONE;
+    if (kd.budgets.length + td.budgets.length > 0) {
+      const nowMs = this.#now();
+      const budgets =
+        td.budgets.length === 0 && kd.budgets.length <= 1
+          ? kd.budgets
+          : kd.budgets.length === 0 && td.budgets.length <= 1
+            ? td.budgets
+            : [...kd.budgets, ...td.budgets].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      holds = [];
+      for (const b of budgets) {
+        const reserve = b.unit === 'tokens' ? worst : costMicros(this.#prices, r.model, { prompt_tokens: prompt, completion_tokens: maxTokens });
+        holds.push({ budget: b, budgetId: b.id, periodStart: periodStart(b.period, nowMs), amount: b.amount, reserve });
+      }
+      let misfit = -1;
       try {
-        ({ misfit, taken } = await this.#allotments.reserve(
-          holds.map((h): AllotmentHold => ({ budgetId: h.budget.id, periodStart: h.periodStart, amount: h.budget.amount, reserve: h.reserved })),
-        ));
+        const fast = this.#allotments.tryReserve(holds);
+        if (fast !== null) taken = fast;
+        else ({ misfit, taken } = await this.#allotments.reserve(holds));
       } catch (err) {
         await this.#giveBack(consumed);
         throw err;
@@ -294,7 +279,7 @@ export class Metering {
       if (misfit >= 0) {
         await this.#giveBack(consumed);
         const b = holds[misfit]!.budget;
-        const headers = this.#headers(results, true);
+        const headers = this.#headers(consumed, true);
         const next = nextPeriodStart(b.period, nowMs);
         if (next !== null) headers['retry-after'] = retryAfterSeconds(next - nowMs);
         const what = b.unit === 'tokens' ? `${b.amount} tokens` : `${b.amount} micro-USD`;
@@ -306,13 +291,58 @@ export class Metering {
         );
       }
     }
-    const reserves = holds.length > 0 || consumed.some((c) => c.metric === 'tpm');
+    const reserves = holds.length > 0 || kd.limits?.tpm != null || td.limits?.tpm != null;
     const a: Stateful = {
-      headers: this.#headers(results, false),
+      headers: this.#headers(consumed, false),
       reservedCompletionTokens: reserves ? maxTokens : null,
-      [STATE]: { owner: this, model: r.model, tpm: consumed.filter((c) => c.metric === 'tpm'), holds, taken, settled: null },
+      [STATE]: { owner: this, model: r.model, consumed, holds, taken, settled: null },
     };
     return a;
+  }
+
+  /**
+   * Consumes every check (the key's, then the tenant's) one after the other: in-memory limiters
+   * answer at once, so this costs no promise combinator. Appends to `out` what was consumed.
+   * @returns the first error that is not a refusal, or null
+   */
+  async #consumeInMemory(kc: readonly Check[], tc: readonly Check[], worst: number, out: Consumed[]): Promise<Error | null> {
+    let failure: Error | null = null;
+    for (let i = 0; i < kc.length + tc.length; i++) {
+      const check = i < kc.length ? kc[i]! : tc[i - kc.length]!;
+      const points = check.metric === 'rpm' ? 1 : worst;
+      let res: RateLimiterRes;
+      let rejected = false;
+      try {
+        res = await check.limiter.consume(check.key, points);
+      } catch (err) {
+        if (!(err instanceof RateLimiterRes)) {
+          failure ??= asError(err);
+          continue;
+        }
+        res = err;
+        rejected = true;
+      }
+      out.push({ check, points, res, rejected, windowEnd: Date.now() + res.msBeforeNext });
+    }
+    return failure;
+  }
+
+  /** As {@link #consumeInMemory}, all checks at once (one Redis round trip's wait instead of one per check). */
+  async #consumeParallel(kc: readonly Check[], tc: readonly Check[], worst: number, out: Consumed[]): Promise<Error | null> {
+    const checks = [...kc, ...tc];
+    const now = Date.now();
+    const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, c.metric === 'rpm' ? 1 : worst)));
+    let failure: Error | null = null;
+    for (let i = 0; i < settledAll.length; i++) {
+      const s = settledAll[i]!;
+      const check = checks[i]!;
+      const points = check.metric === 'rpm' ? 1 : worst;
+      // A refused consume still counted its points: it is given back too.
+      if (s.status === 'fulfilled') out.push({ check, points, res: s.value, rejected: false, windowEnd: now + s.value.msBeforeNext });
+      else if (s.reason instanceof RateLimiterRes) out.push({ check, points, res: s.reason, rejected: true, windowEnd: now + s.reason.msBeforeNext });
+      else failure ??= asError(s.reason);
+    }
+    return failure;
   }
 
   /**
@@ -344,29 +374,31 @@ export class Metering {
     const u = { prompt_tokens: tokens(usage?.prompt_tokens ?? 0), completion_tokens: tokens(usage?.completion_tokens ?? 0) };
     const actualTokens = u.prompt_tokens + u.completion_tokens;
     const cost = costMicros(this.#prices, st.model, u);
-    const now = Date.now();
-    const corrections = st.tpm.map(async (c) => {
-      const diff = actualTokens - c.points;
-      try {
-        if (diff < 0 && now < c.windowEnd) await c.limiter.reward(c.key, -diff);
-        else if (diff > 0) await c.limiter.penalty(c.key, diff);
-      } catch {
-        // best effort: a TPM correction lost to a Redis failure only shifts one window
-      }
-    });
     // In memory: the allotments write usage to the database in the background (see allotments.ts).
-    this.#allotments.settle(
-      st.taken,
-      st.holds.map((h) => (h.budget.unit === 'tokens' ? actualTokens : cost)),
-    );
-    await Promise.all(corrections);
+    if (st.taken.length > 0) {
+      const actual: number[] = [];
+      for (const h of st.holds) actual.push(h.budget.unit === 'tokens' ? actualTokens : cost);
+      this.#allotments.settle(st.taken, actual);
+    }
+    if (st.consumed.length > 0) {
+      const now = Date.now();
+      const corrections: Promise<void>[] = [];
+      for (const c of st.consumed) {
+        if (c.check.metric !== 'tpm') continue;
+        // An in-memory limiter has applied the correction when the call returns; Redis ones are awaited together.
+        const p = correct(c, actualTokens - c.points, now);
+        if (p !== null) corrections.push(p);
+      }
+      if (this.#redis && corrections.length > 0) await Promise.all(corrections);
+    }
     return { costMicros: cost };
   }
 
   /** Drops cached limit and budget definitions (call after admin changes in this process). */
   invalidate(): void {
     this.#generation++;
-    this.#defs.clear();
+    this.#defs.key.clear();
+    this.#defs.tenant.clear();
     this.#loading.clear();
   }
 
@@ -403,9 +435,9 @@ export class Metering {
     }
   }
 
-  /** The cached definitions of `scope` while fresh, else null. */
-  #cached(scope: Scope): ScopeDefs | null {
-    const hit = this.#defs.get(scopeKey(scope));
+  /** The cached definitions of scope (`kind`, `id`) while fresh, else null. */
+  #cached(kind: ScopeKind, id: string): ScopeDefs | null {
+    const hit = this.#defs[kind].get(id);
     if (!hit) return null;
     const now = this.#now();
     return now - hit.at < DEFINITIONS_TTL_MS && now >= hit.at ? hit : null;
@@ -413,15 +445,19 @@ export class Metering {
 
   async #definitions(scope: Scope): Promise<ScopeDefs> {
     const k = scopeKey(scope);
-    const hit = this.#cached(scope);
+    const hit = this.#cached(scope.kind, scope.id);
     if (hit) return hit;
     const inflight = this.#loading.get(k);
     if (inflight) return inflight;
     const gen = this.#generation;
     const p = (async () => {
       const [limits, budgets] = await Promise.all([loadLimits(this.#store, [scope]), loadBudgets(this.#store, [scope])]);
-      const defs: ScopeDefs = { limits: limits.get(k) ?? null, budgets, at: this.#now() };
-      if (gen === this.#generation) this.#defs.set(k, defs);
+      const l = limits.get(k) ?? null;
+      const checks: Check[] = [];
+      if (l?.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, key: k, limiter: this.#limiter('rpm', l.rpm) });
+      if (l?.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, key: k, limiter: this.#limiter('tpm', l.tpm) });
+      const defs: ScopeDefs = { limits: l, budgets, checks, at: this.#now() };
+      if (gen === this.#generation) this.#defs[scope.kind].set(scope.id, defs);
       return defs;
     })();
     this.#loading.set(k, p);
@@ -459,23 +495,25 @@ export class Metering {
   }
 
   async #giveBack(consumed: Consumed[]): Promise<void> {
-    await Promise.all(consumed.map((c) => c.limiter.reward(c.key, c.points).catch(() => undefined)));
+    if (consumed.length === 0) return;
+    await Promise.all(consumed.map((c) => c.check.limiter.reward(c.check.key, c.points).catch(() => undefined)));
   }
 
   /**
    * `x-ratelimit-*` headers of the tightest scope per metric (fewest remaining, then soonest reset).
    * `givenBack`: this request's consumption was returned after a refusal (remaining raised accordingly).
    */
-  #headers(results: Array<{ check: Check; res: RateLimiterRes }>, givenBack: boolean): Record<string, string> {
+  #headers(results: readonly Consumed[], givenBack: boolean): Record<string, string> {
     const h: Record<string, string> = {};
+    if (results.length === 0) return h;
     for (const metric of METRICS) {
       let found = false;
       let limit = 0;
       let remaining = 0;
       let reset = 0;
-      for (const { check, res } of results) {
+      for (const { check, res, points } of results) {
         if (check.metric !== metric) continue;
-        const back = givenBack ? check.points : 0;
+        const back = givenBack ? points : 0;
         const rem = Math.max(0, Math.min(check.limit, check.limit - res.consumedPoints + back));
         if (!found || rem < remaining || (rem === remaining && res.msBeforeNext < reset)) {
           found = true;
@@ -496,22 +534,45 @@ export class Metering {
 
 
   /** The 429 for refused rate limits: requests before tokens, key before tenant; retry-after until every refusing window resets. */
-  #rateError(results: Array<{ check: Check; res: RateLimiterRes; rejected: boolean }>): MeteringError {
+  #rateError(results: readonly Consumed[]): MeteringError {
     const rejected = results.filter((x) => x.rejected);
-    const first = (rejected.find((x) => x.check.metric === 'rpm') ?? rejected[0]!).check;
+    const firstRes = rejected.find((x) => x.check.metric === 'rpm') ?? rejected[0]!;
+    const first = firstRes.check;
     const headers = this.#headers(results, true);
     headers['retry-after'] = retryAfterSeconds(Math.max(...rejected.map((x) => x.res.msBeforeNext)));
     if (first.metric === 'rpm') {
       return new MeteringError('rate_limit_exceeded', `Rate limit reached for ${first.scope.kind}: ${first.limit} requests per minute. Retry after ${headers['retry-after']}s.`, headers);
     }
-    const tooBig = first.points > first.limit;
+    const tooBig = firstRes.points > first.limit;
     return new MeteringError(
       'tokens_rate_limit_exceeded',
       `Rate limit reached for ${first.scope.kind}: ${first.limit} tokens per minute` +
-        (tooBig ? `; this request needs up to ${first.points} tokens (prompt + max tokens), more than the limit allows.` : `. Retry after ${headers['retry-after']}s.`),
+        (tooBig ? `; this request needs up to ${firstRes.points} tokens (prompt + max tokens), more than the limit allows.` : `. Retry after ${headers['retry-after']}s.`),
       headers,
     );
   }
+}
+
+/**
+ * Corrects a TPM counter by `diff` tokens (actual − reserved): gives back a surplus while the
+ * window charged is still current, charges an excess. Best effort: a correction lost to a Redis
+ * failure only shifts one window.
+ * @returns the pending correction, or null when there is nothing to do
+ */
+function correct(c: Consumed, diff: number, now: number): Promise<void> | null {
+  const { limiter, key } = c.check;
+  let p: Promise<unknown>;
+  if (diff < 0 && now < c.windowEnd) p = limiter.reward(key, -diff);
+  else if (diff > 0) p = limiter.penalty(key, diff);
+  else return null;
+  return p.then(ignore, ignore);
+}
+
+function ignore(): void {}
+
+/** `err` as an Error (a non-Error rejection becomes one with its string form). */
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 /** A token count as a non-negative integer (bogus values count 0). */
