@@ -219,6 +219,51 @@ describe('budget allotments', () => {
     al.close();
   });
 
+  test('tryReserve: all holds from memory or none; a miss leaves the allotments as they were and reserve() goes on', async () => {
+    const db = new FakeLedger();
+    const al = new Allotments(db);
+    try {
+      const a = { budgetId: 'a', periodStart: 0, amount: 1_000_000, reserve: 10 };
+      const b = { budgetId: 'b', periodStart: 0, amount: 1_000_000, reserve: 10 };
+      assert.equal(al.tryReserve([a]), null, 'nothing held yet: the database is needed');
+      const first = await al.reserve([a]); // takes a slice with an extra for 'a' only
+      const grants = db.grants;
+      const fast = al.tryReserve([a]);
+      assert.ok(fast !== null && fast.length === 1 && fast[0]!.reserved === 10, 'fits the slice held in memory');
+      assert.equal(db.grants, grants, 'no trip to the database');
+      // 'a' fits in memory, 'b' does not: nothing may stay taken from 'a'
+      assert.equal(al.tryReserve([a, b]), null);
+      al.settle([...first.taken, ...fast], [10, 10]);
+      await al.flush();
+      assert.deepEqual(db.row('a'), { used: 20, reserved: 0 }, 'the refused try left no reservation on the first row');
+      // the way that waits still works after a miss
+      const slow = await al.reserve([a, b]);
+      assert.equal(slow.misfit, -1);
+      al.settle(slow.taken, [7, 8]);
+      await al.flush();
+      assert.deepEqual([db.row('a'), db.row('b')], [{ used: 27, reserved: 0 }, { used: 8, reserved: 0 }]);
+    } finally {
+      al.close();
+    }
+  });
+
+  test('a new period gets its own allotment; a late request of the old period still reaches the old one', async () => {
+    const db = new FakeLedger();
+    const al = new Allotments(db);
+    try {
+      const p1 = { budgetId: 'm', periodStart: 1000, amount: 1_000_000, reserve: 10 };
+      const p2 = { ...p1, periodStart: 2000 };
+      const r1 = await al.reserve([p1]);
+      const r2 = await al.reserve([p2]);
+      assert.notEqual(r1.taken[0]!.allotment, r2.taken[0]!.allotment);
+      const late = al.tryReserve([p1]) ?? (await al.reserve([p1])).taken;
+      assert.equal(late[0]!.allotment, r1.taken[0]!.allotment, 'the old period is still found');
+      assert.equal((al.tryReserve([p2]) ?? [])[0]?.allotment, r2.taken[0]!.allotment, 'and the new one stays current');
+    } finally {
+      al.close();
+    }
+  });
+
   test('idle allotments are given back by the background flush; stale ones (amount changed) before taking more', async () => {
     let now = 1_000_000;
     const db = new FakeLedger();
