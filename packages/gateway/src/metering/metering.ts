@@ -119,10 +119,19 @@ interface Check {
   metric: 'rpm' | 'tpm';
   scope: Scope;
   limit: number;
-  /** `scopeKey(scope)`, the limiter's key. */
+  /**
+   * The counter's whole key, `<keyPrefix>:<metric>:<kind>:<id>` (the limiters have an empty
+   * prefix): built once per definitions load, so no key string is made and hashed per call.
+   */
   key: string;
   limiter: RateLimiterAbstract;
 }
+
+/**
+ * The options argument of every limiter call: shared, so the library's default `options = {}` is not
+ * allocated per call (rate-limiter-flexible only reads it).
+ */
+const CALL_OPTS = Object.freeze({});
 
 /**
  * Rate limits and budgets of the request path.
@@ -256,12 +265,7 @@ export class Metering {
     let taken: Taken[] = NONE;
     if (kd.budgets.length + td.budgets.length > 0) {
       const nowMs = this.#now();
-      const budgets =
-        td.budgets.length === 0 && kd.budgets.length <= 1
-          ? kd.budgets
-          : kd.budgets.length === 0 && td.budgets.length <= 1
-            ? td.budgets
-            : [...kd.budgets, ...td.budgets].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const budgets = byId(kd.budgets, td.budgets);
       holds = [];
       for (const b of budgets) {
         const reserve = b.unit === 'tokens' ? worst : costMicros(this.#prices, r.model, { prompt_tokens: prompt, completion_tokens: maxTokens });
@@ -313,7 +317,7 @@ export class Metering {
       let res: RateLimiterRes;
       let rejected = false;
       try {
-        res = await check.limiter.consume(check.key, points);
+        res = await check.limiter.consume(check.key, points, CALL_OPTS);
       } catch (err) {
         if (!(err instanceof RateLimiterRes)) {
           failure ??= asError(err);
@@ -331,7 +335,7 @@ export class Metering {
   async #consumeParallel(kc: readonly Check[], tc: readonly Check[], worst: number, out: Consumed[]): Promise<Error | null> {
     const checks = [...kc, ...tc];
     const now = Date.now();
-    const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, c.metric === 'rpm' ? 1 : worst)));
+    const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, c.metric === 'rpm' ? 1 : worst, CALL_OPTS)));
     let failure: Error | null = null;
     for (let i = 0; i < settledAll.length; i++) {
       const s = settledAll[i]!;
@@ -454,8 +458,8 @@ export class Metering {
       const [limits, budgets] = await Promise.all([loadLimits(this.#store, [scope]), loadBudgets(this.#store, [scope])]);
       const l = limits.get(k) ?? null;
       const checks: Check[] = [];
-      if (l?.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, key: k, limiter: this.#limiter('rpm', l.rpm) });
-      if (l?.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, key: k, limiter: this.#limiter('tpm', l.tpm) });
+      if (l?.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, key: `${this.#prefix}:rpm:${k}`, limiter: this.#limiter('rpm', l.rpm) });
+      if (l?.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, key: `${this.#prefix}:tpm:${k}`, limiter: this.#limiter('tpm', l.tpm) });
       const defs: ScopeDefs = { limits: l, budgets, checks, at: this.#now() };
       if (gen === this.#generation) this.#defs[scope.kind].set(scope.id, defs);
       return defs;
@@ -485,7 +489,8 @@ export class Metering {
     const k = `${metric}:${points}`;
     let l = this.#limiters.get(k);
     if (!l) {
-      const base = { keyPrefix: `${this.#prefix}:${metric}`, points, duration: WINDOW_S };
+      // Keys arrive whole (`Check.key`): the same Redis keys as a `<prefix>:<metric>` keyPrefix.
+      const base = { keyPrefix: '', points, duration: WINDOW_S };
       l = this.#redis
         ? new RateLimiterRedis({ ...base, storeClient: this.#redis, rejectIfRedisNotReady: true, insuranceLimiter: new RateLimiterMemory(base) })
         : new RateLimiterMemory(base);
@@ -496,7 +501,7 @@ export class Metering {
 
   async #giveBack(consumed: Consumed[]): Promise<void> {
     if (consumed.length === 0) return;
-    await Promise.all(consumed.map((c) => c.check.limiter.reward(c.check.key, c.points).catch(() => undefined)));
+    await Promise.all(consumed.map((c) => c.check.limiter.reward(c.check.key, c.points, CALL_OPTS).catch(() => undefined)));
   }
 
   /**
@@ -553,6 +558,14 @@ export class Metering {
   }
 }
 
+/** The budgets of the key and of the tenant in one list ordered by id (the order reservations take). */
+function byId(a: readonly Budget[], b: readonly Budget[]): readonly Budget[] {
+  if (b.length === 0 && a.length <= 1) return a;
+  if (a.length === 0 && b.length <= 1) return b;
+  if (a.length === 1 && b.length === 1) return a[0]!.id <= b[0]!.id ? [a[0]!, b[0]!] : [b[0]!, a[0]!];
+  return [...a, ...b].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+}
+
 /**
  * Corrects a TPM counter by `diff` tokens (actual − reserved): gives back a surplus while the
  * window charged is still current, charges an excess. Best effort: a correction lost to a Redis
@@ -562,8 +575,8 @@ export class Metering {
 function correct(c: Consumed, diff: number, now: number): Promise<void> | null {
   const { limiter, key } = c.check;
   let p: Promise<unknown>;
-  if (diff < 0 && now < c.windowEnd) p = limiter.reward(key, -diff);
-  else if (diff > 0) p = limiter.penalty(key, diff);
+  if (diff < 0 && now < c.windowEnd) p = limiter.reward(key, -diff, CALL_OPTS);
+  else if (diff > 0) p = limiter.penalty(key, diff, CALL_OPTS);
   else return null;
   return p.then(ignore, ignore);
 }
