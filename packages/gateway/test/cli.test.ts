@@ -52,7 +52,8 @@ test('keys create prints a key once; list never shows it; revoke works', () => {
     assert.match(sovra(dir, ['keys', 'list', '--config', 'sovra.yaml']).out, /revoked/);
     const again = sovra(dir, ['keys', 'revoke', id, '--config', 'sovra.yaml']);
     assert.equal(again.code, 1);
-    assert.equal(sovra(dir, ['keys', 'create', '--config', 'sovra.yaml']).code, 1, 'create needs --tenant');
+    assert.equal(sovra(dir, ['keys', 'create', '--config', 'sovra.yaml']).code, 2, 'create needs --tenant: bad usage');
+    assert.equal(sovra(dir, ['tenants', 'frobnicate', '--config', 'sovra.yaml']).code, 2, 'an unknown subcommand: bad usage');
     // a rotated key shows when it stops working, and that it has once the overlap is over
     const k2 = /Created key (key_[0-9A-Za-z]+)/.exec(sovra(dir, ['keys', 'create', '--tenant', 'ministry-of-health', '--config', 'sovra.yaml']).out)?.[1];
     const k3 = /Created key (key_[0-9A-Za-z]+)/.exec(sovra(dir, ['keys', 'create', '--tenant', 'ministry-of-health', '--config', 'sovra.yaml']).out)?.[1];

@@ -261,10 +261,10 @@ async function auditAdmin(lc: LoadedConfig, store: Store, action: string, target
 async function audit(sub: string | undefined, arg: string | undefined, values: { config?: string | undefined; vkey?: string | undefined; prev?: string | undefined; full?: boolean | undefined; save?: string | undefined; out?: string | undefined; entry?: string | undefined }): Promise<number> {
   switch (sub) {
     case 'verify':
-      if (!arg) throw new Error('audit verify needs the gateway URL, e.g. https://gw.example.com');
+      if (!arg) throw new UsageError('audit verify needs the gateway URL, e.g. https://gw.example.com');
       return auditVerify(arg, values, io);
     case 'check-proof':
-      if (!arg) throw new Error('audit check-proof needs a .tlog-proof FILE');
+      if (!arg) throw new UsageError('audit check-proof needs a .tlog-proof FILE');
       return auditCheckProof(arg, values, io);
     case 'vkey':
     case 'prove':
@@ -276,7 +276,7 @@ async function audit(sub: string | undefined, arg: string | undefined, values: {
           const kf = lc.config.audit.key_file;
           return await auditVkey(store, isAbsolute(kf) ? kf : resolve(lc.dir, kf), process.env, io);
         }
-        if (!arg) throw new Error(`audit ${sub} needs a REQUEST_ID (the x-request-id of the request)`);
+        if (!arg) throw new UsageError(`audit ${sub} needs a REQUEST_ID (the x-request-id of the request)`);
         if (sub === 'prove') return await auditProve(store, arg, values, io);
         const eraseId = await eraseEntry(store, arg);
         io.out(`Erased: the commitment salt of ${arg} is deleted; erasure entry ${eraseId} is queued (the running server integrates it within its checkpoint interval, or at its next start).\n`);
@@ -286,7 +286,7 @@ async function audit(sub: string | undefined, arg: string | undefined, values: {
       }
     }
     default:
-      throw new Error('audit needs a subcommand: vkey | verify | prove | check-proof | erase');
+      throw new UsageError('audit needs a subcommand: vkey | verify | prove | check-proof | erase');
   }
 }
 
@@ -312,14 +312,14 @@ interface TenancyValues {
  */
 export function parseDuration(s: string): number {
   const m = /^([0-9]{1,9})(s|m|h|d)?$/.exec(s.trim());
-  if (!m) throw new Error(`invalid duration "${s}" (expected e.g. 90s, 30m, 24h, 7d)`);
+  if (!m) throw new UsageError(`invalid duration "${s}" (expected e.g. 90s, 30m, 24h, 7d)`);
   return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
 }
 
 /** An ISO 8601 date or date-time, in ms. @throws Error */
 function parseIsoTime(s: string, what: string): number {
   const ms = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i.test(s) ? Date.parse(s) : NaN;
-  if (!Number.isFinite(ms)) throw new Error(`${what} must be an ISO 8601 date or date-time, e.g. 2030-01-31T00:00:00Z`);
+  if (!Number.isFinite(ms)) throw new UsageError(`${what} must be an ISO 8601 date or date-time, e.g. 2030-01-31T00:00:00Z`);
   return ms;
 }
 
@@ -340,7 +340,7 @@ async function withChanges<T>(lc: LoadedConfig, store: Store, fn: (cc: ChangeCon
 }
 
 async function tenantRef(store: Store, ref: string | undefined, verb: string): Promise<Tenant> {
-  if (!ref) throw new Error(`${verb} needs a tenant ID or NAME (see \`sovra tenants list\`)`);
+  if (!ref) throw new UsageError(`${verb} needs a tenant ID or NAME (see \`sovra tenants list\`)`);
   const t = await findTenant(store, ref);
   if (!t) throw new Error(`no tenant with id or name "${ref}"`);
   return t;
@@ -372,7 +372,7 @@ async function tenants(sub: string | undefined, arg: string | undefined, values:
     switch (sub) {
       case 'create': {
         const name = arg ?? values.name;
-        if (!name) throw new Error('tenants create needs a NAME');
+        if (!name) throw new UsageError('tenants create needs a NAME');
         const t = await withChanges(lc, store, (cc) => createTenant(cc, { name, ...tenantAttrs(values) }));
         if (values.json) process.stdout.write(JSON.stringify(t) + '\n');
         else process.stdout.write(`Created tenant ${t.id} ("${t.name}").\n`);
@@ -398,14 +398,14 @@ async function tenants(sub: string | undefined, arg: string | undefined, values:
       case 'update': {
         const t0 = await tenantRef(store, arg, 'tenants update');
         const attrs = tenantAttrs(values);
-        if (Object.keys(attrs).length === 0) throw new Error('tenants update needs --display-name, --jurisdiction and/or --classification');
+        if (Object.keys(attrs).length === 0) throw new UsageError('tenants update needs --display-name, --jurisdiction and/or --classification');
         const t = await withChanges(lc, store, (cc) => updateTenant(cc, t0.id, attrs));
         if (values.json) process.stdout.write(JSON.stringify(t) + '\n');
         else printTenant(t);
         return 0;
       }
       default:
-        throw new Error('tenants needs a subcommand: create | list | show | update');
+        throw new UsageError('tenants needs a subcommand: create | list | show | update');
     }
   } finally {
     await store.close();
@@ -418,7 +418,7 @@ async function admins(sub: string | undefined, arg: string | undefined, values: 
   try {
     switch (sub) {
       case 'create': {
-        if (!values.role) throw new Error('admins create needs --role platform-admin|tenant-admin|auditor');
+        if (!values.role) throw new UsageError('admins create needs --role platform-admin|tenant-admin|auditor');
         const tenantId = values.tenant ? (await tenantRef(store, values.tenant, 'admins create --tenant')).id : null;
         const { admin, secret } = await withChanges(lc, store, (cc) => createAdmin(cc, { role: values.role!, tenantId, name: values.name ?? null }));
         if (values.json) process.stdout.write(JSON.stringify({ ...admin, key: secret }) + '\n');
@@ -444,13 +444,13 @@ async function admins(sub: string | undefined, arg: string | undefined, values: 
         return 0;
       }
       case 'revoke': {
-        if (!arg) throw new Error('admins revoke needs an admin ID (see `sovra admins list`)');
+        if (!arg) throw new UsageError('admins revoke needs an admin ID (see `sovra admins list`)');
         await withChanges(lc, store, (cc) => revokeAdmin(cc, arg));
         process.stdout.write(`Revoked admin ${arg}.\n`);
         return 0;
       }
       default:
-        throw new Error('admins needs a subcommand: create | list | revoke');
+        throw new UsageError('admins needs a subcommand: create | list | revoke');
     }
   } finally {
     await store.close();
@@ -463,7 +463,7 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
   try {
     switch (sub) {
       case 'create': {
-        if (!values.tenant) throw new Error('keys create needs --tenant NAME');
+        if (!values.tenant) throw new UsageError('keys create needs --tenant NAME');
         const label = values.label ?? values.name;
         const modelAllowlist = values.models === undefined ? null : validateAllowlist(values.models.split(',').map((m) => m.trim()).filter((m) => m !== ''));
         const expiresAt = values.expires === undefined ? null : parseIsoTime(values.expires, '--expires');
@@ -494,7 +494,7 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
         return 0;
       }
       case 'revoke': {
-        if (!arg) throw new Error('keys revoke needs a key ID (see `sovra keys list`)');
+        if (!arg) throw new UsageError('keys revoke needs a key ID (see `sovra keys list`)');
         const before = await apiKeyState(store, arg);
         const ok = await revokeKey(store, arg);
         if (!ok) throw new Error(`no active key with id ${arg}`);
@@ -503,7 +503,7 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
         return 0;
       }
       case 'rotate': {
-        if (!arg) throw new Error('keys rotate needs a key ID (see `sovra keys list`)');
+        if (!arg) throw new UsageError('keys rotate needs a key ID (see `sovra keys list`)');
         const overlapMs = parseDuration(values.overlap ?? '24h');
         const r = await withChanges(lc, store, (cc) => rotateApiKey(cc, arg, overlapMs));
         if (values.json) process.stdout.write(JSON.stringify({ id: r.apiKey.id, key: r.secret, previous: r.previous.id, previousExpiresAt: r.previous.expiresAt }) + '\n');
@@ -515,7 +515,7 @@ async function keys(sub: string | undefined, arg: string | undefined, values: Te
         return 0;
       }
       default:
-        throw new Error('keys needs a subcommand: create | list | revoke | rotate');
+        throw new UsageError('keys needs a subcommand: create | list | revoke | rotate');
     }
   } finally {
     await store.close();
