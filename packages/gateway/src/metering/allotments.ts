@@ -75,6 +75,12 @@ export class Allotment {
   endGame = false;
   /** The amount changed since capacity was taken: give it all back before taking more. */
   stale = false;
+  /**
+   * Changes of `amount` seen (starts at 0). A reservation remembers the generation it was taken in:
+   * when one taken under an older amount settles, what it leaves over was taken under that amount
+   * too, so the allotment turns stale again instead of counting it as free.
+   */
+  generation = 0;
   lastUse = 0;
   /** When capacity was last taken from the database (ms since epoch). */
   lastGrant = 0;
@@ -114,6 +120,8 @@ function allotmentKey(budgetId: string, periodStart: number): string {
 export interface Taken {
   readonly allotment: Allotment;
   readonly reserved: number;
+  /** `allotment.generation` when taken. */
+  readonly generation: number;
 }
 
 /** The allotments of one process (one per budget row); see the module documentation. */
@@ -157,6 +165,7 @@ export class Allotments {
     if (a.amount !== h.amount) {
       // The budget was changed by an admin: capacity taken under the old amount is given back first.
       a.amount = h.amount;
+      a.generation++;
       a.stale = true;
       a.endGame = false;
       a.knownFree = Infinity;
@@ -191,7 +200,7 @@ export class Allotments {
   #take(a: Allotment, h: AllotmentHold, taken: Taken[]): void {
     a.inFlight += h.reserve;
     a.refs++;
-    taken.push({ allotment: a, reserved: h.reserve });
+    taken.push({ allotment: a, reserved: h.reserve, generation: a.generation });
     if (a.free < a.topUpBelow && a.pending === 0 && !a.endGame && !this.#closed) {
       const below = a.topUpBelow;
       a.topUpBelow = 0; // one top-up per extra
@@ -223,7 +232,7 @@ export class Allotments {
           return { misfit: i, taken: [] };
         }
         a.refs++; // #grow took `h.reserve` into inFlight
-        taken.push({ allotment: a, reserved: h.reserve });
+        taken.push({ allotment: a, reserved: h.reserve, generation: a.generation });
       }
     } catch (err) {
       this.#giveBack(taken);
@@ -236,6 +245,7 @@ export class Allotments {
     for (const t of taken) {
       t.allotment.inFlight -= t.reserved;
       t.allotment.refs--;
+      if (t.generation !== t.allotment.generation) t.allotment.stale = true; // see settle()
     }
     if (taken.length > 0) this.#schedule(taken);
   }
@@ -318,8 +328,11 @@ export class Allotments {
       const a = t.allotment;
       a.inFlight -= t.reserved;
       a.refs--;
-      a.unflushed += Math.max(0, actual[i] ?? 0);
+      const used = Math.max(0, actual[i] ?? 0);
+      a.unflushed += used;
       a.lastUse = now;
+      // Left over from capacity taken under an older amount: not free under the new one.
+      if (t.generation !== a.generation && used < t.reserved) a.stale = true;
     }
     if (taken.length > 0) this.#schedule(taken);
   }

@@ -316,6 +316,9 @@ export class Metering {
       const points = check.metric === 'rpm' ? 1 : worst;
       let res: RateLimiterRes;
       let rejected = false;
+      // Read before the call: the window then ends no later than `windowEnd` (a surplus given back
+      // after it never lands in the next window).
+      const before = Date.now();
       try {
         res = await check.limiter.consume(check.key, points, CALL_OPTS);
       } catch (err) {
@@ -326,7 +329,7 @@ export class Metering {
         res = err;
         rejected = true;
       }
-      out.push({ check, points, res, rejected, windowEnd: Date.now() + res.msBeforeNext });
+      out.push({ check, points, res, rejected, windowEnd: before + res.msBeforeNext });
     }
     return failure;
   }
@@ -499,9 +502,11 @@ export class Metering {
     return l;
   }
 
+  /** Gives back what a refused admission consumed, to the windows still current (an ended window's points are gone with it). */
   async #giveBack(consumed: Consumed[]): Promise<void> {
     if (consumed.length === 0) return;
-    await Promise.all(consumed.map((c) => c.check.limiter.reward(c.check.key, c.points, CALL_OPTS).catch(() => undefined)));
+    const now = Date.now();
+    await Promise.all(consumed.map((c) => (now < c.windowEnd ? c.check.limiter.reward(c.check.key, c.points, CALL_OPTS).catch(() => undefined) : undefined)));
   }
 
   /**
@@ -588,7 +593,14 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** A token count as a non-negative integer (bogus values count 0). */
+/** A token count as a non-negative integer at most {@link MAX_TOKENS} (bogus values count 0). */
 function tokens(n: number): number {
-  return Number.isFinite(n) && n > 0 ? Math.round(n) : 0;
+  return Number.isFinite(n) && n > 0 ? Math.min(MAX_TOKENS, Math.round(n)) : 0;
 }
+
+/**
+ * Largest token count metering takes from one request (2^40 ≈ 1.1 × 10^12, far beyond any model's
+ * context). A larger `max_tokens` counts as this: counters stay exact integers (sums of such counts
+ * stay below 2^53), so a refused request's points given back leave a counter exactly as it was.
+ */
+export const MAX_TOKENS = 2 ** 40;
