@@ -5,6 +5,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { rng } from './helpers/prng.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -129,6 +130,29 @@ describe('reset format and periods', () => {
     assert.equal(retryAfterSeconds(1), '1');
     assert.equal(retryAfterSeconds(0), '1');
     assert.equal(retryAfterSeconds(1500), '2');
+  });
+  test('reused texts (the last two) never differ from a fresh formatting, whatever the sequence', () => {
+    // The documented format, written out independently of errors.ts.
+    const reference = (ms: number): string => {
+      if (!Number.isFinite(ms) || ms <= 0) return '0s';
+      if (ms < 1000) return `${Math.ceil(ms)}ms`;
+      const tenths = Math.ceil(ms / 100);
+      const h = Math.floor(tenths / 36_000);
+      const m = Math.floor((tenths % 36_000) / 600);
+      const sec = (tenths % 600) / 10;
+      const s = Number.isInteger(sec) ? String(sec) : sec.toFixed(1);
+      return h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`;
+    };
+    const rand = rng(7);
+    const pool = [0, -5, NaN, Infinity, 0.4, 1, 999, 999.2, 1000, 1000.1, 59_901, 60_000, 3_599_999, 3_600_000, 86_400_000];
+    let last: number[] = [];
+    for (let i = 0; i < 5000; i++) {
+      const pick = rand();
+      // repeats of the last values, values in the same 100 ms, and fresh ones
+      const ms = pick < 0.3 && last.length > 0 ? last[Math.floor(rand() * last.length)]! : pick < 0.5 ? (last[0] ?? 0) + rand() * 100 : pick < 0.6 ? pool[Math.floor(rand() * pool.length)]! : rand() * 4_000_000;
+      last = [ms, ...last].slice(0, 3);
+      assert.equal(formatReset(ms), reference(ms), `formatReset(${ms})`);
+    }
   });
   test('UTC day and month boundaries', () => {
     const t = Date.UTC(2025, 0, 31, 23, 59, 59, 999);

@@ -38,8 +38,26 @@ export class MeteringError extends Error {
  */
 export function formatReset(ms: number): string {
   if (!Number.isFinite(ms) || ms <= 0) return '0s';
-  if (ms < 1000) return `${Math.ceil(ms)}ms`;
-  const tenths = Math.ceil(ms / 100);
+  // What the text depends on: whole ms below 1 s (as a negative key), else tenths of a second.
+  const key = ms < 1000 ? -Math.ceil(ms) : Math.ceil(ms / 100);
+  if (key === resetMemo.key0) return resetMemo.text0;
+  if (key === resetMemo.key1) return resetMemo.text1;
+  const text = key < 0 ? `${-key}ms` : resetText(key);
+  resetMemo.key1 = resetMemo.key0;
+  resetMemo.text1 = resetMemo.text0;
+  resetMemo.key0 = key;
+  resetMemo.text0 = text;
+  return text;
+}
+
+/**
+ * The last two texts {@link formatReset} made (one per `x-ratelimit-reset-*` header of a request):
+ * a text changes at most every 100 ms, so responses under load reuse them.
+ */
+const resetMemo = { key0: NaN, text0: '', key1: NaN, text1: '' };
+
+/** `formatReset` of `tenths` × 100 ms (≥ 1 s). */
+function resetText(tenths: number): string {
   const h = Math.floor(tenths / 36_000);
   const m = Math.floor((tenths % 36_000) / 600);
   const st = tenths % 600;

@@ -119,6 +119,8 @@ interface Check {
   metric: 'rpm' | 'tpm';
   scope: Scope;
   limit: number;
+  /** `String(limit)`, the `x-ratelimit-limit-*` header value. */
+  limitText: string;
   /**
    * The counter's whole key, `<keyPrefix>:<metric>:<kind>:<id>` (the limiters have an empty
    * prefix): built once per definitions load, so no key string is made and hashed per call.
@@ -369,15 +371,21 @@ export class Metering {
     const st = (a as Stateful)[STATE];
     if (!st || st.owner !== this) return Promise.resolve({ costMicros: 0 });
     if (st.settled) return st.settled;
-    const p = this.#settle(st, usage);
+    let p: Promise<{ costMicros: number }>;
+    try {
+      p = this.#settle(st, usage);
+    } catch (err) {
+      return Promise.reject(err); // nothing was settled: a later call may try again
+    }
     st.settled = p;
-    p.catch(() => {
-      if (st.settled === p) st.settled = null;
-    });
     return p;
   }
 
-  async #settle(st: AdmissionState, usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<{ costMicros: number }> {
+  /**
+   * The work of {@link settle}, done synchronously; the promise waits only for Redis TPM
+   * corrections (never rejects: a lost correction is ignored).
+   */
+  #settle(st: AdmissionState, usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<{ costMicros: number }> {
     const u = { prompt_tokens: tokens(usage?.prompt_tokens ?? 0), completion_tokens: tokens(usage?.completion_tokens ?? 0) };
     const actualTokens = u.prompt_tokens + u.completion_tokens;
     const cost = costMicros(this.#prices, st.model, u);
@@ -396,9 +404,11 @@ export class Metering {
         const p = correct(c, actualTokens - c.points, now);
         if (p !== null) corrections.push(p);
       }
-      if (this.#redis && corrections.length > 0) await Promise.all(corrections);
+      const result = { costMicros: cost };
+      if (this.#redis && corrections.length > 0) return Promise.all(corrections).then(() => result);
+      return Promise.resolve(result);
     }
-    return { costMicros: cost };
+    return Promise.resolve({ costMicros: cost });
   }
 
   /** Drops cached limit and budget definitions (call after admin changes in this process). */
@@ -461,8 +471,8 @@ export class Metering {
       const [limits, budgets] = await Promise.all([loadLimits(this.#store, [scope]), loadBudgets(this.#store, [scope])]);
       const l = limits.get(k) ?? null;
       const checks: Check[] = [];
-      if (l?.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, key: `${this.#prefix}:rpm:${k}`, limiter: this.#limiter('rpm', l.rpm) });
-      if (l?.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, key: `${this.#prefix}:tpm:${k}`, limiter: this.#limiter('tpm', l.tpm) });
+      if (l?.rpm != null) checks.push({ metric: 'rpm', scope, limit: l.rpm, limitText: String(l.rpm), key: `${this.#prefix}:rpm:${k}`, limiter: this.#limiter('rpm', l.rpm) });
+      if (l?.tpm != null) checks.push({ metric: 'tpm', scope, limit: l.tpm, limitText: String(l.tpm), key: `${this.#prefix}:tpm:${k}`, limiter: this.#limiter('tpm', l.tpm) });
       const defs: ScopeDefs = { limits: l, budgets, checks, at: this.#now() };
       if (gen === this.#generation) this.#defs[scope.kind].set(scope.id, defs);
       return defs;
@@ -518,7 +528,7 @@ export class Metering {
     if (results.length === 0) return h;
     for (const metric of METRICS) {
       let found = false;
-      let limit = 0;
+      let limit = '';
       let remaining = 0;
       let reset = 0;
       for (const { check, res, points } of results) {
@@ -527,14 +537,14 @@ export class Metering {
         const rem = Math.max(0, Math.min(check.limit, check.limit - res.consumedPoints + back));
         if (!found || rem < remaining || (rem === remaining && res.msBeforeNext < reset)) {
           found = true;
-          limit = check.limit;
+          limit = check.limitText;
           remaining = rem;
           reset = res.msBeforeNext;
         }
       }
       if (found) {
         const n = HEADER_NAMES[metric];
-        h[n[0]] = String(limit);
+        h[n[0]] = limit;
         h[n[1]] = String(remaining);
         h[n[2]] = formatReset(reset);
       }
