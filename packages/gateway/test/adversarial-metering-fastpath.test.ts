@@ -86,6 +86,25 @@ class PeriodLedger extends FakeLedger {
   }
 }
 
+/**
+ * Runs `fn` with a Metering on a fresh SQLite store whose clock — `Date.now` (the limiters') and the
+ * metering clock alike — is `clock.t`, which `fn` moves; restores `Date.now` and closes everything.
+ */
+async function withFakeClock(fn: (m: Metering, store: Store, clock: { t: number }) => Promise<void>): Promise<void> {
+  const realNow = Date.now;
+  const clock = { t: realNow.call(Date) };
+  Date.now = () => clock.t;
+  const store = await sqliteStore();
+  const m = new Metering(store, { prices: {}, defaultMaxTokens: 0, keyPrefix: prefix(), now: () => clock.t });
+  try {
+    await fn(m, store, clock);
+  } finally {
+    Date.now = realNow;
+    await m.close();
+    await store.close();
+  }
+}
+
 describe('adversarial: metering fast path — bugs found and fixed', () => {
   test('in memory: a TPM surplus settled after the window ended is not given to the NEXT window (windowEnd is read before the call)', async () => {
     // #consumeInMemory computes `windowEnd = Date.now() + res.msBeforeNext` AFTER `await consume()`:
@@ -93,36 +112,27 @@ describe('adversarial: metering fast path — bugs found and fixed', () => {
     // loop), so windowEnd lies after the real end of the window. A settle in between rewards the
     // surplus to the window that started meanwhile. (The Redis path, and the code before 85cc398,
     // read the clock before the consume: windowEnd is never late.) 5 ms of delay are simulated here.
-    const realNow = Date.now;
-    let t = realNow.call(Date);
-    Date.now = () => t;
-    const store = await sqliteStore();
-    const m = new Metering(store, { prices: {}, defaultMaxTokens: 0, keyPrefix: prefix(), now: () => t });
-    try {
-      const T0 = t;
+    await withFakeClock(async (m, store, clock) => {
+      const T0 = clock.t;
       await setLimits(store, { kind: 'key', id: 'key_w' }, { rpm: null, tpm: 100 });
       const req = (prompt: number, max: number): Req => ({ ...REQ, keyId: 'key_w', promptTokens: prompt, maxTokens: max });
       await m.admit(req(0, 0)); // the key's TPM window starts at T0 (0 tokens)
-      t = T0 + 59_000;
+      clock.t = T0 + 59_000;
       await m.admit(req(0, 0)); // definitions reloaded (cached from here on)
-      t = T0 + 59_998;
+      clock.t = T0 + 59_998;
       const pending = m.admit(req(10, 90)); // consumed synchronously: 100 tokens, 2 ms before the window ends
-      t = T0 + 60_003; // …the continuation runs 5 ms later
+      clock.t = T0 + 60_003; // …the continuation runs 5 ms later
       const a = await pending;
       // The next window: B takes all of it.
       const b = await outcome(m, req(10, 90));
       assert.equal(b.code, 'ok');
       assert.equal(b.headers['x-ratelimit-remaining-tokens'], '0');
       // A ends (it used 10 of its 100) — in the NEXT window: nothing may be given back to it.
-      t = T0 + 60_004;
+      clock.t = T0 + 60_004;
       await m.settle(a, { prompt_tokens: 10, completion_tokens: 0 });
       const c = await outcome(m, req(10, 80));
       assert.equal(c.code, 'tokens_rate_limit_exceeded', `a window of 100 TPM admitted ${100 + 90} tokens: A's surplus of the previous window was given to it`);
-    } finally {
-      Date.now = realNow;
-      await m.close();
-      await store.close();
-    }
+    });
   });
 
   test('in memory: a refused request with an absurd max_tokens leaves the TPM counters it touched exact (counts capped at 2^40)', async () => {
@@ -151,22 +161,17 @@ describe('adversarial: metering fast path — bugs found and fixed', () => {
     // correction has: a check consumed just before its window ends, refused by a later check and
     // given back just after, started the next window at −points. The sequential in-memory path
     // widens the gap (one await per check before the give-back). Simulated with a 5 ms delay.
-    const realNow = Date.now;
-    let t = realNow.call(Date);
-    Date.now = () => t;
-    const store = await sqliteStore();
-    const m = new Metering(store, { prices: {}, defaultMaxTokens: 0, keyPrefix: prefix(), now: () => t });
-    try {
-      const T0 = t;
+    await withFakeClock(async (m, store, clock) => {
+      const T0 = clock.t;
       await setLimits(store, { kind: 'key', id: 'key_g' }, { rpm: 2, tpm: null });
       await setLimits(store, { kind: 'tenant', id: 'ten_g' }, { rpm: 0, tpm: null }); // the tenant refuses everything…
       const req: Req = { ...REQ, keyId: 'key_g', tenantId: 'ten_g' };
       await outcome(m, req); // key window starts at T0 (its point given back)
-      t = T0 + 59_000;
+      clock.t = T0 + 59_000;
       await outcome(m, req); // definitions reloaded (cached from here on)
-      t = T0 + 59_998;
+      clock.t = T0 + 59_998;
       const pending = outcome(m, req); // key rpm consumed synchronously, 2 ms before its window ends
-      t = T0 + 60_003; // …the tenant's refusal and the give-back run 5 ms later
+      clock.t = T0 + 60_003; // …the tenant's refusal and the give-back run 5 ms later
       assert.equal((await pending).code, 'rate_limit_exceeded');
       // …then the tenant's limit is lifted: the key's new window must allow exactly 2.
       await setLimits(store, { kind: 'tenant', id: 'ten_g' }, { rpm: null, tpm: null });
@@ -174,11 +179,7 @@ describe('adversarial: metering fast path — bugs found and fixed', () => {
       const got: string[] = [];
       for (let i = 0; i < 3; i++) got.push((await outcome(m, req)).code);
       assert.deepEqual(got, ['ok', 'ok', 'rate_limit_exceeded'], 'RPM 2 admitted 3 in one window');
-    } finally {
-      Date.now = realNow;
-      await m.close();
-      await store.close();
-    }
+    });
   });
 
   test('capacity in flight under an old amount is not admitted from memory under a lowered amount', async () => {
