@@ -353,7 +353,7 @@ describe('admin API', () => {
     assert.equal(await models(key), 401);
     assert.equal(await models(nkey), 200);
     const bad = await cli(['admins', 'create', '--role', 'tenant-admin']);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2, 'a tenant-admin without a tenant: bad usage');
     assert.match(bad.err, /tenant-admin needs a tenant/);
     const al = await cli(['admins', 'list']);
     assert.match(al.out, new RegExp(audId));

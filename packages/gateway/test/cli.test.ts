@@ -54,6 +54,10 @@ test('keys create prints a key once; list never shows it; revoke works', () => {
     assert.equal(again.code, 1);
     assert.equal(sovra(dir, ['keys', 'create', '--config', 'sovra.yaml']).code, 2, 'create needs --tenant: bad usage');
     assert.equal(sovra(dir, ['tenants', 'frobnicate', '--config', 'sovra.yaml']).code, 2, 'an unknown subcommand: bad usage');
+    assert.equal(sovra(dir, ['admins', 'create', '--role', 'superuser', '--name', 'x', '--config', 'sovra.yaml']).code, 2, 'an invalid role: bad usage');
+    assert.equal(sovra(dir, ['tenants', 'create', 'bad', '--jurisdiction', 'XX', '--config', 'sovra.yaml']).code, 2, 'an invalid jurisdiction: bad usage');
+    const badVkey = sovra(dir, ['audit', 'verify', 'http://127.0.0.1:9', '--vkey', 'bogus', '--config', 'sovra.yaml']);
+    assert.equal(badVkey.code, 2, `a malformed vkey: bad usage (${badVkey.err})`);
     // a rotated key shows when it stops working, and that it has once the overlap is over
     const k2 = /Created key (key_[0-9A-Za-z]+)/.exec(sovra(dir, ['keys', 'create', '--tenant', 'ministry-of-health', '--config', 'sovra.yaml']).out)?.[1];
     const k3 = /Created key (key_[0-9A-Za-z]+)/.exec(sovra(dir, ['keys', 'create', '--tenant', 'ministry-of-health', '--config', 'sovra.yaml']).out)?.[1];

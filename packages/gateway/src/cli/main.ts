@@ -38,6 +38,7 @@ import { apiKeyState, cliActor, recordAdminAction } from '../audit/admin.ts';
 import { auditCheckProof, auditProve, auditVerify, auditVkey, eraseEntry, type CliIo } from '../audit/cli.ts';
 import type { Store } from '../store/db.ts';
 import { GatewayError } from '../http/errors.ts';
+import { TlogError } from '@sovra/tlog';
 import {
   BUDGET_PERIODS,
   BUDGET_UNITS,
@@ -211,7 +212,9 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   } catch (e) {
-    if (e instanceof UsageError) {
+    // Bad usage: the CLI's own checks, and invalid values that the shared validation (the admin
+    // API's 400s) or the log library (a malformed vkey) refuse.
+    if (e instanceof UsageError || (e instanceof GatewayError && e.status === 400) || (e instanceof TlogError && e.code === 'MALFORMED_VKEY')) {
       process.stderr.write(`sovra: ${e.message}\n`);
       return 2;
     }
