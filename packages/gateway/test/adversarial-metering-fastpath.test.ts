@@ -51,6 +51,12 @@ async function outcome(m: Metering, r: Req): Promise<{ code: string; headers: Re
   }
 }
 
+/** Deletes this test's counters (every Redis key starting with `keyPrefix`). */
+async function dropKeys(redis: Redis, keyPrefix: string): Promise<void> {
+  const keys = await redis.keys(`${keyPrefix}*`);
+  if (keys.length > 0) await redis.del(...keys);
+}
+
 /** The remaining requests/tokens headers (what must not depend on timing). */
 const remaining = (h: Record<string, string>) => ({ req: h['x-ratelimit-remaining-requests'], tok: h['x-ratelimit-remaining-tokens'] });
 
@@ -362,8 +368,7 @@ describe('adversarial: metering fast path — rate limits in Redis (held)', { sk
       assert.equal(await redis.get(`${keyPrefix}:tpm:key:key:odd`), '5', 'the correction is in Redis when settle resolves');
       assert.equal((await old.get('key:key:odd'))!.consumedPoints, 4);
     } finally {
-      const keys = await redis.keys(`${keyPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
+      await dropKeys(redis, keyPrefix);
       redis.disconnect();
       await m.close();
       await store.close();
@@ -409,8 +414,7 @@ describe('adversarial: metering fast path — rate limits in Redis (held)', { sk
       assert.deepEqual(red, mem);
       assert.ok(mem.some((l) => l.includes(' rate_limit_exceeded')) && mem.some((l) => l.includes('tokens_rate_limit_exceeded')) && mem.some((l) => l.includes('budget_exceeded')), mem.join('\n'));
     } finally {
-      const keys = await redis.keys(`${keyPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
+      await dropKeys(redis, keyPrefix);
       redis.disconnect();
     }
   });
@@ -428,8 +432,7 @@ describe('adversarial: metering fast path — rate limits in Redis (held)', { sk
       assert.deepEqual(await redis.mget(`${keyPrefix}:tpm:key:key_a`, `${keyPrefix}:tpm:tenant:ten_a`), ['90', '90']);
       assert.equal((await outcome(m, { ...REQ, keyId: 'key_other', promptTokens: 10, maxTokens: 80 })).code, 'tokens_rate_limit_exceeded');
     } finally {
-      const keys = await redis.keys(`${keyPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
+      await dropKeys(redis, keyPrefix);
       redis.disconnect();
       await m.close();
       await store.close();
@@ -463,8 +466,7 @@ describe('adversarial: metering fast path — rate limits in Redis (held)', { sk
       const k0 = ok.filter((o) => o.r.keyId === 'k0').length;
       assert.equal(await redis.get(`${keyPrefix}:rpm:key:k0`), String(k0));
     } finally {
-      const keys = await redis.keys(`${keyPrefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
+      await dropKeys(redis, keyPrefix);
       redis.disconnect();
       for (const m of ms) await m.close();
       await store.close();

@@ -111,6 +111,26 @@ export interface Reserved {
   taken: Taken[];
 }
 
+/**
+ * Whether `h` can be reserved from what `a` holds, with no trip to the database. Zero-size holds
+ * never can: they go to the database, which refuses them once the budget is exhausted.
+ */
+function fitsHeld(a: Allotment, h: AllotmentHold): boolean {
+  return h.reserve > 0 && !a.stale && a.free >= h.reserve;
+}
+
+/**
+ * Returns reservations that were taken and not used (a refusal): their capacity is free again,
+ * unless it was taken under an older amount (see {@link Allotment.generation}).
+ */
+function untake(taken: readonly Taken[]): void {
+  for (const t of taken) {
+    t.allotment.inFlight -= t.reserved;
+    t.allotment.refs--;
+    if (t.generation !== t.allotment.generation) t.allotment.stale = true;
+  }
+}
+
 /** The key of allotment (budget, period) in the map of all allotments. */
 function allotmentKey(budgetId: string, periodStart: number): string {
   return `${periodStart}\u0000${budgetId}`;
@@ -183,11 +203,8 @@ export class Allotments {
     for (let i = 0; i < holds.length; i++) {
       const h = holds[i]!;
       const a = this.#get(h);
-      if (!(h.reserve > 0 && !a.stale && a.free >= h.reserve)) {
-        for (const t of taken) {
-          t.allotment.inFlight -= t.reserved;
-          t.allotment.refs--;
-        }
+      if (!fitsHeld(a, h)) {
+        untake(taken); // nothing was scheduled for them yet
         return null;
       }
       a.lastUse = this.#now();
@@ -222,8 +239,7 @@ export class Allotments {
         const h = holds[i]!;
         const a = this.#get(h);
         a.lastUse = this.#now();
-        // Zero-size holds go to the database, which refuses them once the budget is exhausted.
-        if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
+        if (fitsHeld(a, h)) {
           this.#take(a, h, taken);
           continue;
         }
@@ -242,11 +258,7 @@ export class Allotments {
   }
 
   #giveBack(taken: readonly Taken[]): void {
-    for (const t of taken) {
-      t.allotment.inFlight -= t.reserved;
-      t.allotment.refs--;
-      if (t.generation !== t.allotment.generation) t.allotment.stale = true; // see settle()
-    }
+    untake(taken);
     if (taken.length > 0) this.#schedule(taken);
   }
 
@@ -262,7 +274,7 @@ export class Allotments {
       for (let attempt = 0; attempt < 3; attempt++) {
         if (topUp) {
           if (a.stale || a.endGame || a.free >= topUpBelow) return true;
-        } else if (h.reserve > 0 && !a.stale && a.free >= h.reserve) {
+        } else if (fitsHeld(a, h)) {
           a.inFlight += h.reserve;
           return true;
         }

@@ -315,23 +315,16 @@ export class Metering {
     let failure: Error | null = null;
     for (let i = 0; i < kc.length + tc.length; i++) {
       const check = i < kc.length ? kc[i]! : tc[i - kc.length]!;
-      const points = check.metric === 'rpm' ? 1 : worst;
-      let res: RateLimiterRes;
-      let rejected = false;
+      const points = pointsOf(check, worst);
       // Read before the call: the window then ends no later than `windowEnd` (a surplus given back
       // after it never lands in the next window).
       const before = Date.now();
       try {
-        res = await check.limiter.consume(check.key, points, CALL_OPTS);
+        out.push(consumedRecord(check, points, await check.limiter.consume(check.key, points, CALL_OPTS), false, before));
       } catch (err) {
-        if (!(err instanceof RateLimiterRes)) {
-          failure ??= asError(err);
-          continue;
-        }
-        res = err;
-        rejected = true;
+        if (err instanceof RateLimiterRes) out.push(consumedRecord(check, points, err, true, before));
+        else failure ??= asError(err);
       }
-      out.push({ check, points, res, rejected, windowEnd: before + res.msBeforeNext });
     }
     return failure;
   }
@@ -340,15 +333,14 @@ export class Metering {
   async #consumeParallel(kc: readonly Check[], tc: readonly Check[], worst: number, out: Consumed[]): Promise<Error | null> {
     const checks = [...kc, ...tc];
     const now = Date.now();
-    const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, c.metric === 'rpm' ? 1 : worst, CALL_OPTS)));
+    const settledAll = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key, pointsOf(c, worst), CALL_OPTS)));
     let failure: Error | null = null;
     for (let i = 0; i < settledAll.length; i++) {
       const s = settledAll[i]!;
       const check = checks[i]!;
-      const points = check.metric === 'rpm' ? 1 : worst;
       // A refused consume still counted its points: it is given back too.
-      if (s.status === 'fulfilled') out.push({ check, points, res: s.value, rejected: false, windowEnd: now + s.value.msBeforeNext });
-      else if (s.reason instanceof RateLimiterRes) out.push({ check, points, res: s.reason, rejected: true, windowEnd: now + s.reason.msBeforeNext });
+      if (s.status === 'fulfilled') out.push(consumedRecord(check, pointsOf(check, worst), s.value, false, now));
+      else if (s.reason instanceof RateLimiterRes) out.push(consumedRecord(check, pointsOf(check, worst), s.reason, true, now));
       else failure ??= asError(s.reason);
     }
     return failure;
@@ -404,9 +396,7 @@ export class Metering {
         const p = correct(c, actualTokens - c.points, now);
         if (p !== null) corrections.push(p);
       }
-      const result = { costMicros: cost };
-      if (this.#redis && corrections.length > 0) return Promise.all(corrections).then(() => result);
-      return Promise.resolve(result);
+      if (this.#redis && corrections.length > 0) return Promise.all(corrections).then(() => ({ costMicros: cost }));
     }
     return Promise.resolve({ costMicros: cost });
   }
@@ -571,6 +561,16 @@ export class Metering {
       headers,
     );
   }
+}
+
+/** What one request counts against a check: 1 request, or its worst case in tokens. */
+function pointsOf(check: Check, worst: number): number {
+  return check.metric === 'rpm' ? 1 : worst;
+}
+
+/** The record of a consume that answered `res` (a refusal when `rejected`), asked at `before` (ms since epoch). */
+function consumedRecord(check: Check, points: number, res: RateLimiterRes, rejected: boolean, before: number): Consumed {
+  return { check, points, res, rejected, windowEnd: before + res.msBeforeNext };
 }
 
 /** The budgets of the key and of the tenant in one list ordered by id (the order reservations take). */
