@@ -1,12 +1,13 @@
 /**
  * Start a Sovra gateway for the load benchmark, meant to run as its own process:
  *
- *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0] [--audit on|off]
+ *   node --import tsx bench/gateway-server.ts --upstream http://127.0.0.1:PORT [--port 0] [--audit on|off|retain]
  *        [--metering on|limits|off] [--privacy on|off] [--routing single|pool] [--strategy p2c_ewma|weighted|least_in_flight]
  *
  * `--audit off` turns the transparency log off (request rows only, written after the response, as
  * before the log existed); the default `on` is the production path (row + entry committed before the
- * last byte, integrator signing a checkpoint every second).
+ * last byte, integrator signing a checkpoint every second); `--audit retain` is `on` with content
+ * retention (every request's bodies sealed and kept in `audit_content`).
  *
  * Configuration (`--routing single`, the default): one `openai-compatible` backend `mock` at
  * `<upstream>/v1` (the bench mock engine) and the alias `bench-model` → upstream model `mock-llm`
@@ -240,7 +241,8 @@ async function main(): Promise<void> {
     server: { host: values.host, port: Number(values.port) },
     database: { url: `sqlite:${join(dir, 'sovra.db')}` },
     logging: { level: values['log-level'] },
-    audit: { enabled: values.audit !== 'off' },
+    // `--audit retain`: the log on, with content retention (every request's bodies sealed and kept).
+    audit: { enabled: values.audit !== 'off', ...(values.audit === 'retain' ? { content_retention: { enabled: true } } : {}) },
     // The privacy guard (on by default, as in a real deployment): scans every prompt; logs scrubbed.
     privacy: { enabled: values.privacy !== 'off', scrub_logs: values.privacy !== 'off' },
     ...routingConfig(routing, upstreams, strategy, Number(values['max-connections'])),

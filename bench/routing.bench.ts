@@ -88,7 +88,8 @@ const USAGE = `Usage: node --import tsx bench/routing.bench.ts [options]
   --control           A/A control: the second gateway is a single one too (measures the method's noise)
   --vary WHAT         routing (default): single vs pool; metering: both single, the second gateway with
                       RPM/TPM limits and token budgets on the bench key and tenant (--metering-mode on|limits);
-                      audit: both single, the first with the transparency log off, the second with it on
+                      audit: both single, the first with the transparency log off, the second with it on;
+                      retention: both single with the log on, the second also with content retention
   --metering-mode M   with --vary metering: on (limits + budgets, default) or limits
   --pool-first        start the second gateway's process first (the A/A control shows a bias of the
                       process started second; run both orders and compare)
@@ -115,7 +116,7 @@ export interface RoutingOptions {
   /** Spawn the "pool" gateway's process before the "single" one. */
   poolFirst: boolean;
   /** What the second gateway changes: its routing (pool), or metering (`meteringMode`) on a single backend. */
-  vary: 'routing' | 'metering' | 'audit';
+  vary: 'routing' | 'metering' | 'audit' | 'retention';
   meteringMode: 'on' | 'limits';
   cpuProf: boolean;
   outDir: string;
@@ -175,7 +176,7 @@ function parseOptions(argv: string[]): RoutingOptions {
     retries: Math.round(num('retries', values.retries, 0, 10)),
     control: values.control,
     poolFirst: values['pool-first'],
-    vary: values.vary === 'metering' || values.vary === 'audit' || values.vary === 'routing' ? values.vary : (() => { throw new Error(`--vary takes routing, metering or audit, got "${values.vary}"`); })(),
+    vary: values.vary === 'metering' || values.vary === 'audit' || values.vary === 'routing' || values.vary === 'retention' ? values.vary : (() => { throw new Error(`--vary takes routing, metering, audit or retention, got "${values.vary}"`); })(),
     meteringMode: values['metering-mode'] === 'limits' ? 'limits' : values['metering-mode'] === 'on' ? 'on' : (() => { throw new Error(`--metering-mode takes on or limits, got "${values['metering-mode']}"`); })(),
     cpuProf: values['cpu-prof'],
     outDir: resolve(values.out),
@@ -295,7 +296,7 @@ export function summarise(runs: RoutingRun[], opts: RoutingOptions): RowSummary[
           cpuOverheadPct: pct(single.cpuUsPerReq, pool.cpuUsPerReq),
           mainCpuOverheadPct: pct(single.mainCpuUsPerReq, pool.mainCpuUsPerReq),
           addedP50Ms: r2(pool.p50Mean - single.p50Mean),
-          pass: overheadPct <= (opts.vary === 'metering' ? METERING_MAX_OVERHEAD_PCT : opts.vary === 'audit' ? AUDIT_MAX_OVERHEAD_PCT : MAX_OVERHEAD_PCT) && single.errors + single.non2xx + pool.errors + pool.non2xx === 0,
+          pass: overheadPct <= (opts.vary === 'metering' ? METERING_MAX_OVERHEAD_PCT : opts.vary === 'audit' || opts.vary === 'retention' ? AUDIT_MAX_OVERHEAD_PCT : MAX_OVERHEAD_PCT) && single.errors + single.non2xx + pool.errors + pool.non2xx === 0,
         });
       }
   return rows;
@@ -332,6 +333,7 @@ export function markdownReport(rep: RoutingReport): string {
       `**single**: one backend (\`backend:\`). **pool**: 3 backends (MY, MY, SG on three ports of the same mock), \`pool:\` with \`strategy: ${o.strategy}\`, ` +
       `tenant policy allowing only MY (default classification \`internal\`): every request is policy-checked and sg-1 excluded.` +
       (o.vary === 'audit' ? ` **This run varies the transparency log instead** (\`--vary audit\`): both gateways have one backend; **single** runs with the audit log off (request rows only), **pool** with it on (target: ≤ ${AUDIT_MAX_OVERHEAD_PCT} % fewer req/s).` : '') +
+      (o.vary === 'retention' ? ` **This run varies content retention instead** (\`--vary retention\`): both gateways have one backend and the audit log on; **pool** also keeps every request's bodies, sealed (\`audit.content_retention\`). Target: the audit log's (≤ ${AUDIT_MAX_OVERHEAD_PCT} %), for reference.` : '') +
       (o.vary === 'metering' ? ` **This run varies metering instead** (\`--vary metering\`): both gateways have one backend; **single** has no limits or budgets, **pool** has RPM/TPM limits${o.meteringMode === 'on' ? ' and token budgets' : ''} on the bench key and tenant, set so high they never refuse (target: ≤ ${METERING_MAX_OVERHEAD_PCT} % fewer req/s).` : '') +
       (o.poolFirst ? ' The "pool" gateway\'s process was started first (`--pool-first`).' : '') +
       (o.control ? ' **Control run: the "pool" gateway is configured as single (one backend on port 1), so every difference below is noise or bias of the method.**' : ''),
@@ -343,7 +345,7 @@ export function markdownReport(rep: RoutingReport): string {
     'Other CPU: the most other processes used during a kept run of the row (% of one core, single / pool); redone: runs discarded for interference and made again.',
   );
   out.push('');
-  const target = o.vary === 'metering' ? METERING_MAX_OVERHEAD_PCT : o.vary === 'audit' ? AUDIT_MAX_OVERHEAD_PCT : MAX_OVERHEAD_PCT;
+  const target = o.vary === 'metering' ? METERING_MAX_OVERHEAD_PCT : o.vary === 'audit' || o.vary === 'retention' ? AUDIT_MAX_OVERHEAD_PCT : MAX_OVERHEAD_PCT;
   out.push(`| audit | mode | conns | single req/s | pool req/s | spread s / p | **overhead** | paired overheads | median paired | p50 ms s / p | p99 ms s / p | CPU µs/req single | CPU µs/req pool | CPU/req Δ | other CPU % | redone | errors | ≤ ${target} % |`);
   out.push('|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const r of rep.rows) {
@@ -458,16 +460,18 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<Rout
         const routing = opts.control || opts.vary !== 'routing' ? 'single' : config;
         // --vary audit: the first gateway runs without the log (the phase's audit setting is the second's).
         const auditOn = opts.vary === 'audit' && config === 'single' && !opts.control ? false : audit;
+        // --vary retention: the second gateway also keeps the bodies.
+        const auditArg = !auditOn ? 'off' : opts.vary === 'retention' && config === 'pool' && !opts.control ? 'retain' : 'on';
         const metering = opts.vary === 'metering' && config === 'pool' && !opts.control ? opts.meteringMode : 'off';
         const child = await spawnChild(
           `gateway-${config}`,
           'gateway-server.ts',
-          ['--upstream', (routing === 'single' ? upstreams.slice(0, 1) : upstreams).join(','), '--audit', auditOn ? 'on' : 'off', '--routing', routing, '--strategy', opts.strategy, '--metering', metering],
+          ['--upstream', (routing === 'single' ? upstreams.slice(0, 1) : upstreams).join(','), '--audit', auditArg, '--routing', routing, '--strategy', opts.strategy, '--metering', metering],
           env,
         );
         const headers = { 'content-type': 'application/json', authorization: `Bearer ${String(child.info['key'])}` };
         gws.set(config, { child, ep: { url: `${String(child.info['url'])}/v1/chat/completions`, headers } });
-        log(`gateway ${config} (audit ${auditOn ? 'on' : 'off'}) ${String(child.info['url'])} (pid ${child.proc.pid})`);
+        log(`gateway ${config} (audit ${auditArg}) ${String(child.info['url'])} (pid ${child.proc.pid})`);
       }
       await sanityCheck(CONFIGS.map((c) => [`gateway ${c}`, gws.get(c)!.ep] as const));
       // The pool must never send to sg-1 (policy) and must use both MY backends.

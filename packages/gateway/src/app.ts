@@ -30,9 +30,14 @@ import { AuditLog } from './audit/integrator.ts';
 import { StoreWorker, type RunningAuditLog } from './audit/store-worker.ts';
 import { Metering } from './metering/index.ts';
 import { createLedger } from './metering/ledger.ts';
-import { createJournalSink } from './audit/sink.ts';
+import { createJournalSink, type SinkRetention } from './audit/sink.ts';
+import { loadContentKeyring } from './audit/content.ts';
+
 import { createLogger, type Logger } from './telemetry/logger.ts';
 import { PrivacyGuard } from './privacy/guard.ts';
+
+/** How often retained content past `audit.content_retention.max_age_days` is deleted, ms. */
+const CONTENT_PURGE_INTERVAL_MS = 3_600_000;
 
 /** Options for {@link createGateway}. */
 export interface GatewayOptions {
@@ -105,11 +110,24 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let phase: string | null = 'database migrations are running';
   let settled: Promise<void> = Promise.resolve();
 
+  // Content retention: the keys are loaded (or created) now, so that a bad key stops the start.
+  const cr = config.audit.content_retention;
+  let retention: SinkRetention | undefined;
+  if (audited && cr.enabled) {
+    const keyring = loadContentKeyring(isAbsolute(cr.key_file) ? cr.key_file : resolve(opts.configDir, cr.key_file), env, { create: true });
+    if (keyring!.created) logger.warn({ key_file: keyring!.source }, 'created a new audit content key; back it up and keep it secret (without it retained content cannot be opened)');
+    retention = { keyring: keyring!, maxBodyBytes: cr.max_body_bytes, tenants: cr.tenants ? new Set(cr.tenants) : null };
+    logger.info({ key_id: keyring!.current.id, max_body_bytes: cr.max_body_bytes, max_age_days: cr.max_age_days, tenants: cr.tenants ?? 'all' }, 'audit content retention is on');
+  } else if (cr.enabled) {
+    logger.warn('audit.content_retention.enabled is ignored: the audit log is off');
+  }
+  let purgeTimer: NodeJS.Timeout | undefined;
+
   const pipeline = new Pipeline({
     auth: { authenticate: (k) => auth!.authenticate(k) },
     routes: () => routing.table(),
     privacy: () => privacy,
-    sink: createJournalSink(() => journal, audited, logger),
+    sink: createJournalSink(() => journal, audited, logger, retention),
     logger,
     heartbeatMs: config.server.sse_heartbeat_ms,
     maxRequestTimeoutMs: config.server.max_request_timeout_ms,
@@ -190,11 +208,27 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       ...(storeWorker ? { ledger: storeWorker.ledger(createLedger(store)) } : {}),
     });
     auth = new KeyAuthenticator(store);
+    if (retention && cr.max_age_days > 0) {
+      void purgeContent();
+      purgeTimer = setInterval(() => void purgeContent(), CONTENT_PURGE_INTERVAL_MS);
+      purgeTimer.unref();
+    }
     phase = null;
     settled = routing.startBackends(onBackendSettled);
     // Tenants in the database that the residency configuration can never serve: say so now.
     void reportUnservableTenants();
     return url;
+  }
+
+  /** Deletes retained content older than `max_age_days` (salts stay; see AuditStorage.purgeContent). */
+  async function purgeContent(): Promise<void> {
+    if (!store) return;
+    try {
+      const n = await new AuditStorage(store).purgeContent(Date.now() - cr.max_age_days * 86_400_000);
+      if (n > 0) logger.info({ rows: n, max_age_days: cr.max_age_days }, 'audit content retention: deleted content past its retention period');
+    } catch (err) {
+      logger.error({ err }, 'audit content retention: deleting content past its retention period failed; retried within the hour');
+    }
   }
 
   function onBackendSettled(p: { id: string; kind: string }, err?: Error): void {
@@ -283,6 +317,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }
     },
     async close() {
+      clearInterval(purgeTimer);
       await app.close();
       await journal?.close();
       // Metering first: its last write-back of budget usage goes through the store worker.

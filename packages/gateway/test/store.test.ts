@@ -122,11 +122,11 @@ function suite(backend: Backend): void {
         const s = await backend.open();
         await s.migrate();
         const tables = (await s.db.introspection.getTables()).map((t) => t.name);
-        for (const t of ['tenants', 'api_keys', 'requests', 'audit_queue', 'audit_index', 'audit_tiles', 'audit_bundles', 'audit_checkpoints', 'audit_meta', 'audit_secrets']) assert.ok(tables.includes(t), `missing ${t}`);
+        for (const t of ['tenants', 'api_keys', 'requests', 'audit_queue', 'audit_index', 'audit_tiles', 'audit_bundles', 'audit_checkpoints', 'audit_meta', 'audit_secrets', 'audit_content']) assert.ok(tables.includes(t), `missing ${t}`);
         await s.migrate();
         await s.migrate();
         const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(s.db);
-        assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows']);
+        assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows', '0008_audit_content']);
         assert.equal(await countRows(s, 'requests'), 0);
       });
 
@@ -163,7 +163,7 @@ function suite(backend: Backend): void {
           const c = await backend.open(a);
           await Promise.all([a.migrate(), b.migrate(), c.migrate()]);
           const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(a.db);
-          assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows']);
+          assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows', '0008_audit_content']);
           assert.equal(await countRows(b, 'tenants'), 0);
         });
       } else {
@@ -190,7 +190,7 @@ function suite(backend: Backend): void {
           const s = await openStore(`sqlite:${file}`);
           try {
             const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(s.db);
-            assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows']);
+            assert.deepEqual(applied.rows.map((r) => r.name), ['0001_init', '0002_audit', '0003_tenancy', '0004_metering', '0005_audit_leaf_hash', '0006_audit_leaf_lookup', '0007_audit_queue_rows', '0008_audit_content']);
           } finally {
             await s.close();
           }

@@ -7,7 +7,12 @@
  *   sovra audit prove REQUEST_ID [--out DIR]           write <id>.tlog-proof and <id>.entry.json
  *   sovra audit check-proof FILE --vkey KEY [--entry ENTRY_FILE]
  *                                                      check an offline proof (no network)
- *   sovra audit erase REQUEST_ID                       delete an entry's commitment salt, log the erasure
+ *   sovra audit erase REQUEST_ID                       delete an entry's commitment salt (and retained
+ *                                                      content), log the erasure
+ *   sovra audit open REQUEST_ID [--out DIR]            write <id>.salt and any retained <id>.request /
+ *                                                      <id>.response, checked against the commitments
+ *   sovra audit check-commitment ENTRY_FILE --salt FILE [--request FILE] [--response FILE]
+ *                                                      check bytes against an entry's commitments (no network)
  *
  * Exit codes: 0 success, 1 failure (bad input, verification failure, missing entry), 3 fork or
  * rollback detected (`verify --prev`).
@@ -35,7 +40,8 @@ import type { Store } from '../store/db.ts';
 import { randomId } from '../keys/keys.ts';
 import { AuditStorage } from './storage.ts';
 import { readSigningKey } from './signing-key.ts';
-import { decodeRecord, encodeRecord, erasureRecord } from './record.ts';
+import { commitment, decodeRecord, encodeRecord, erasureRecord, SALT_BYTES, type RequestRecord } from './record.ts';
+import { openContent, type ContentKeyring, type RetainedBodies } from './content.ts';
 
 /** Where CLI output goes (tests capture it). */
 export interface CliIo {
@@ -54,6 +60,9 @@ export interface AuditCliOptions {
   save?: string | undefined;
   out?: string | undefined;
   entry?: string | undefined;
+  salt?: string | undefined;
+  request?: string | undefined;
+  response?: string | undefined;
 }
 
 /** A vkey given inline, or the path of a file holding one. */
@@ -206,8 +215,120 @@ export function auditCheckProof(file: string, o: AuditCliOptions, io: CliIo): nu
   }
 }
 
+/** Reads entry `id`'s exact bytes: still queued, or integrated (from the entry bundles). */
+async function entryBytes(storage: AuditStorage, id: string): Promise<Uint8Array | undefined> {
+  const queued = await storage.queuedEntry(id);
+  if (queued) return queued;
+  const index = await storage.indexOf(id);
+  const size = await storage.getMeta('integrated_size');
+  if (index === undefined || size === undefined) return undefined;
+  return readEntryFromBundles(index, BigInt(size), storage);
+}
+
+/** Compares `bytes` with a hex commitment under `salt`; the verdict as text. */
+function checkOne(what: string, salt: Uint8Array, bytes: Uint8Array, committed: string | null): { ok: boolean; text: string } {
+  if (committed === null) return { ok: false, text: `${what}: the entry commits to no ${what} body (it was never read), so none can match` };
+  const ok = commitment(salt, bytes) === committed;
+  return { ok, text: ok ? `${what}: ${bytes.byteLength} bytes, MATCH the entry's commitment` : `${what}: ${bytes.byteLength} bytes, DO NOT MATCH the entry's commitment` };
+}
+
 /**
- * Erases entry `id`'s commitment salt (and any retained content: Sovra retains none) and appends an
+ * `sovra audit open`: discloses what the operator holds for entry `id` — its commitment salt
+ * (`<id>.salt`, hex) and, with content retention, the decrypted request and response bytes
+ * (`<id>.request`, `<id>.response`) — into `o.out` (default: the current folder), together with the
+ * exact entry bytes (`<id>.entry.json`), and checks every retained body against the entry's commitments.
+ * The files are what an auditor needs for `check-commitment`.
+ * @param keys the content keyring (undefined when there is no key: retained content cannot be opened)
+ * @returns exit code: 0 when the salt exists and every retained body matches; 1 otherwise (no such
+ *   entry, erased, not a request entry, a body that does not match, content that does not open)
+ */
+export async function auditOpen(store: Store, id: string, keys: ContentKeyring | undefined, o: AuditCliOptions, io: CliIo): Promise<number> {
+  const storage = new AuditStorage(store);
+  const entry = await entryBytes(storage, id);
+  if (!entry) {
+    io.err(`no audit entry with id ${id}\n`);
+    return 1;
+  }
+  const rec = decodeRecord(entry);
+  if (rec.type !== 'request') {
+    io.err(`entry ${id} is an ${rec.type} entry: it has no commitments to open\n`);
+    return 1;
+  }
+  const salt = await storage.saltOf(id);
+  if (!salt) {
+    io.err(`entry ${id} has no commitment salt: it was erased (sovra audit erase), so its commitments can no longer be opened\n`);
+    return 1;
+  }
+  const dir = resolve(o.out ?? '.');
+  mkdirSync(dir, { recursive: true });
+  const base = join(dir, safeName(id));
+  writeFileSync(`${base}.entry.json`, entry);
+  writeFileSync(`${base}.salt`, Buffer.from(salt).toString('hex') + '\n', { mode: 0o600 });
+  io.out(`entry ${id} (${rec.operation}, tenant ${rec.tenant ?? '-'}, ${rec.time})\nwrote ${base}.entry.json\nwrote ${base}.salt\n`);
+  const sealed = await storage.contentOf(id);
+  if (!sealed) {
+    io.out('no content retained for this entry (retention off, tenant not retained, or a body over max_body_bytes);\n' + `  check bytes someone presents with: sovra audit check-commitment ${base}.entry.json --salt ${base}.salt --request FILE --response FILE\n`);
+    return 0;
+  }
+  if (!keys) {
+    io.err(`content is retained for ${id}, but no content key is configured (audit.content_retention.key_file or SOVRA_AUDIT_CONTENT_KEY)\n`);
+    return 1;
+  }
+  let bodies: RetainedBodies;
+  try {
+    bodies = openContent(keys, sealed);
+  } catch (err) {
+    io.err(`the retained content of ${id} cannot be opened: ${(err as Error).message}\n`);
+    return 1;
+  }
+  let ok = true;
+  for (const what of ['request', 'response'] as const) {
+    const bytes = bodies[what];
+    if (!bytes) {
+      io.out(`${what}: not retained (over max_body_bytes, or no body)\n`);
+      continue;
+    }
+    writeFileSync(`${base}.${what}`, bytes, { mode: 0o600 });
+    const r = checkOne(what, salt, bytes, rec.commitments[what]);
+    ok &&= r.ok;
+    (r.ok ? io.out : io.err)(`${r.text}\nwrote ${base}.${what}\n`);
+  }
+  return ok ? 0 : 1;
+}
+
+/**
+ * `sovra audit check-commitment`: checks request and/or response bytes against the commitments of an
+ * entry file (the exact entry bytes, e.g. from `prove` or `open`) with the disclosed salt — offline.
+ * @returns exit code: 0 when every body given matches, 1 otherwise
+ * @throws Error (bad usage) when no body is given, or the salt or entry file is malformed
+ */
+export function auditCheckCommitment(entryFile: string, o: AuditCliOptions, io: CliIo): number {
+  if (!o.salt) throw new Error('--salt FILE is required (the entry\'s salt, hex, as `sovra audit open` writes it)');
+  if (!o.request && !o.response) throw new Error('give the bytes to check: --request FILE and/or --response FILE');
+  const saltHex = readFileSync(o.salt, 'utf8').trim();
+  if (!/^[0-9a-f]+$/i.test(saltHex) || saltHex.length !== SALT_BYTES * 2) throw new Error(`${o.salt} does not hold a ${SALT_BYTES}-byte salt in hex`);
+  const salt = Buffer.from(saltHex, 'hex');
+  let rec: RequestRecord;
+  try {
+    const r = decodeRecord(new Uint8Array(readFileSync(entryFile)));
+    if (r.type !== 'request' || typeof r.commitments !== 'object' || r.commitments === null) throw new Error(`it is not a request entry`);
+    rec = r;
+  } catch (err) {
+    throw new Error(`${entryFile} is not a Sovra request entry: ${(err as Error).message}`);
+  }
+  let ok = true;
+  for (const what of ['request', 'response'] as const) {
+    const file = o[what];
+    if (!file) continue;
+    const r = checkOne(what, salt, new Uint8Array(readFileSync(file)), rec.commitments[what]);
+    ok &&= r.ok;
+    (r.ok ? io.out : io.err)(`${r.text} (${file}, entry ${rec.id})\n`);
+  }
+  return ok ? 0 : 1;
+}
+
+/**
+ * Erases entry `id`'s commitment salt (and any retained content) and appends an
  * `erasure` entry, in one transaction. The entry stays in the log and every proof still verifies;
  * its commitments can no longer be opened.
  * @returns the erasure entry's id

@@ -43,6 +43,7 @@ import { encodeRecord, requestRecord, type RecordCommitments, type RecordPolicy 
 import type { QueuedEntry } from './storage.ts';
 import type { QueueTail } from './queue-tail.ts';
 import { QUEUED_REQUEST_COLUMNS, queuedColumn } from './queued-rows.ts';
+import type { SealedContent } from './content.ts';
 
 /** One unit of the journal; every part is optional, all parts commit together. */
 export interface JournalItem {
@@ -58,6 +59,8 @@ export interface JournalItem {
   requestEntry?: { tenant: string | null; commitments: RecordCommitments; policy?: RecordPolicy };
   /** The commitment salt of an entry (`audit_secrets`). */
   salt?: { id: string; salt: Uint8Array };
+  /** The sealed request and response bytes of an entry (`audit_content`; content retention on). */
+  content?: SealedContent;
 }
 
 /** Options of {@link Journal}. */
@@ -156,6 +159,7 @@ export class Journal {
         ...(item.entry ? { entry: { id: item.entry.id, bytes: item.entry.bytes } } : {}),
         ...(item.requestEntry ? { requestEntry: item.requestEntry } : {}),
         ...(item.salt ? { salt: { id: item.salt.id, salt: item.salt.salt } } : {}),
+        ...(item.content ? { content: item.content } : {}),
       };
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
@@ -298,7 +302,9 @@ export class Journal {
     const requests: RequestsTable[] = [];
     const entries: Array<{ entry_id: string; entry: Buffer; created_at: number; leaf_hash: Buffer | null; salt?: Buffer } & Record<string, unknown>> = [];
     const salts: { entry_id: string; salt: Buffer; created_at: number }[] = [];
+    const contents: { entry_id: string; key_id: string; nonce: Buffer; data: Buffer; created_at: number }[] = [];
     for (const { item: it, leafHash, queued: carry } of items) {
+      if (it.content) contents.push({ entry_id: it.content.id, key_id: it.content.keyId, nonce: toBuffer(it.content.nonce), data: toBuffer(it.content.data), created_at: now });
       const entry: (typeof entries)[number] | null = it.entry ? { entry_id: it.entry.id, entry: toBuffer(it.entry.bytes), created_at: now, leaf_hash: leafHash && toBuffer(leafHash) } : null;
       if (carry && entry && it.request) {
         // The request row and salt ride with the entry until integration (./queued-rows.ts).
@@ -322,6 +328,10 @@ export class Journal {
       }
       for (let i = 0; i < salts.length; i += AUDIT_ROWS_PER_STATEMENT) {
         await trx.insertInto('audit_secrets').values(salts.slice(i, i + AUDIT_ROWS_PER_STATEMENT)).execute();
+      }
+      // Few rows per statement: each holds up to two retained bodies.
+      for (let i = 0; i < contents.length; i += 64) {
+        await trx.insertInto('audit_content').values(contents.slice(i, i + 64)).execute();
       }
     });
   }
@@ -354,8 +364,8 @@ export type JournalTx = (items: readonly Materialised[], now: number) => QueuedE
 
 /**
  * Prepares one synchronous better-sqlite3 transaction that writes journal items (request rows,
- * `audit_queue` entries with their leaf hashes, `audit_secrets` salts) with cached prepared
- * statements.
+ * `audit_queue` entries with their leaf hashes, `audit_secrets` salts, `audit_content` sealed
+ * bodies) with cached prepared statements.
  * @param native an open connection whose schema is migrated
  * @throws the database error when a statement cannot be prepared (schema not migrated)
  */
@@ -366,9 +376,14 @@ export function prepareJournalTx(native: NonNullable<Store['sqlite']>): JournalT
   const insSalt = native.prepare('INSERT INTO audit_secrets (entry_id, salt, created_at) VALUES (?, ?, ?)');
   // Prepared on first use: a store migrated only up to 0006 (tests of older schemas) has no such columns.
   let insQueued: ReturnType<typeof native.prepare<unknown[]>> | undefined;
+  let insContent: ReturnType<typeof native.prepare<unknown[]>> | undefined;
   return native.transaction((items: readonly Materialised[], now: number) => {
     const queued: QueuedEntry[] = [];
     for (const { item: it, leafHash, queued: carry } of items) {
+      if (it.content) {
+        insContent ??= native.prepare('INSERT INTO audit_content (entry_id, key_id, nonce, data, created_at) VALUES (?, ?, ?, ?, ?)');
+        insContent.run(it.content.id, it.content.keyId, toBuffer(it.content.nonce), toBuffer(it.content.data), now);
+      }
       if (carry && it.entry && it.request) {
         // One row, one B-tree: the request row and salt ride with the entry until integration.
         const bytes = toBuffer(it.entry.bytes);
@@ -407,7 +422,7 @@ export function materialise(item: JournalItem): Materialised & { leaf: string | 
   let queued = false;
   if (item.requestEntry && item.request) {
     const bytes = encodeRecord(requestRecord(item.request, item.requestEntry));
-    it = { request: item.request, entry: { id: item.request.id, bytes }, ...(item.salt ? { salt: item.salt } : {}) };
+    it = { request: item.request, entry: { id: item.request.id, bytes }, ...(item.salt ? { salt: item.salt } : {}), ...(item.content ? { content: item.content } : {}) };
     queued = true;
   } else if (item.requestEntry) {
     throw new TypeError('a journal item with requestEntry needs its request row');

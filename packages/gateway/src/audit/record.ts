@@ -243,6 +243,9 @@ const RESPONSE_BUFFER_CHARS = 16 * 1024;
 /**
  * Accumulates the HMAC-SHA-256 commitments of one request under a fresh random 32-byte salt:
  * the request body (once) and the response bytes as they are written (any number of chunks, in order).
+ * With `retainBytes` > 0 (content retention, `./content.ts`) it also keeps the exact bytes it commits
+ * to, each body up to `retainBytes` bytes (a body over the cap is dropped, not cut: retained bytes
+ * always match their commitment).
  */
 export class Commitments {
   /** The salt (HMAC key); stored in `audit_secrets`, never in the log. */
@@ -252,21 +255,37 @@ export class Commitments {
   #responseDigest: string | undefined;
   /** Response strings not yet fed to the HMAC (concatenated; flushed at {@link RESPONSE_BUFFER_CHARS}). */
   #pending = '';
+  /** Most bytes retained per body; 0 = retention off. */
+  readonly #retainBytes: number;
+  #requestBody: Uint8Array | null = null;
+  #responseParts: Array<string | Uint8Array> | null;
+  #responseBytes = 0;
 
-  /** @param salt 32 bytes (default: {@link freshSalt}) */
-  constructor(salt: Buffer = freshSalt()) {
+  /**
+   * @param salt 32 bytes (default: {@link freshSalt})
+   * @param retainBytes keep each body up to this many bytes for {@link retained} (default 0: keep nothing)
+   */
+  constructor(salt: Buffer = freshSalt(), retainBytes = 0) {
     this.salt = salt;
     this.#response = createHmac('sha256', salt);
+    this.#retainBytes = retainBytes;
+    this.#responseParts = retainBytes > 0 ? [] : null;
   }
 
   /** Commits to the exact request body bytes (call once; a later call replaces the value). */
   request(body: Uint8Array): void {
     this.#request = createHmac('sha256', this.salt).update(body).digest('hex');
+    if (this.#retainBytes > 0) this.#requestBody = body.byteLength <= this.#retainBytes ? body : null;
   }
 
   /** Adds bytes sent to the client (a string is taken as its UTF-8 bytes, as written on the wire). Ignored after {@link digests}. */
   response(chunk: string | Uint8Array): void {
     if (this.#responseDigest !== undefined) return;
+    if (this.#responseParts !== null) {
+      this.#responseBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, 'utf8') : chunk.byteLength;
+      if (this.#responseBytes > this.#retainBytes) this.#responseParts = null;
+      else this.#responseParts.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk)); // a copy: the caller may reuse its buffer
+    }
     if (typeof chunk === 'string') {
       this.#pending += chunk;
       if (this.#pending.length >= RESPONSE_BUFFER_CHARS) this.#flush();
@@ -289,6 +308,18 @@ export class Commitments {
       this.#responseDigest = this.#response.digest('hex');
     }
     return { alg: 'hmac-sha256', request: this.#request, response: this.#responseDigest };
+  }
+
+  /**
+   * The retained bytes (call after {@link digests}, when the response is complete): the request body
+   * and the response, each null when not retained (retention off, no body, or over the cap).
+   */
+  retained(): { request: Uint8Array | null; response: Uint8Array | null } {
+    const parts = this.#responseParts;
+    return {
+      request: this.#requestBody,
+      response: parts === null ? null : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : (p as Buffer)))),
+    };
   }
 }
 

@@ -15,6 +15,7 @@ import type { Store } from '../store/db.ts';
 import type { Database } from '../store/schema.ts';
 import { LEAF_LOOKUP_EPOCH, leafPrefix } from './leaf-lookup.ts';
 import { CARRIES_REQUEST, clearQueuedRowsSql, moveQueuedRowsSql } from './queued-rows.ts';
+import type { SealedContent } from './content.ts';
 
 /** A queued entry. */
 export interface QueuedEntry {
@@ -414,6 +415,30 @@ export class AuditStorage implements TileReader {
     return r.rows[0] ? u8(r.rows[0].salt) : undefined;
   }
 
+  // ----- retained content (./content.ts) -----
+
+  /** The sealed request and response bytes of entry `id` (`audit_content`), or undefined (none retained, or erased). */
+  async contentOf(id: string): Promise<SealedContent | undefined> {
+    const r = await this.store.db.selectFrom('audit_content').select(['key_id', 'nonce', 'data']).where('entry_id', '=', id).executeTakeFirst();
+    return r ? { id, keyId: r.key_id, nonce: u8(r.nonce as Buffer), data: u8(r.data as Buffer) } : undefined;
+  }
+
+  /**
+   * Deletes retained content stored before `before` (ms since the epoch; `max_age_days`), in
+   * statements of at most `chunk` rows so that no transaction holds the database for long.
+   * Salts stay: the commitments can still be opened against bytes someone presents.
+   * @returns how many rows were deleted
+   */
+  async purgeContent(before: number, chunk = 5_000): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const r = await sql`delete from audit_content where entry_id in (select entry_id from audit_content where created_at < ${before} limit ${chunk})`.execute(this.store.db);
+      const n = Number(r.numAffectedRows ?? 0);
+      total += n;
+      if (n < chunk) return total;
+    }
+  }
+
   /**
    * Deletes the salt of entry `id`, from `audit_secrets` and from its queue row if not integrated yet.
    * @returns whether a salt was deleted
@@ -425,8 +450,8 @@ export class AuditStorage implements TileReader {
 
   /**
    * Erasure (spec: the salt is deleted, the entry stays): deletes the salt of entry `id` — from
-   * `audit_secrets` and from its queue row if not integrated yet — and queues the `erasure` entry,
-   * in one transaction.
+   * `audit_secrets` and from its queue row if not integrated yet — and any retained content
+   * (`audit_content`), and queues the `erasure` entry, in one transaction.
    * @param now ms since the epoch (`created_at` of the queued entry)
    * @throws Error `entry <id> has no commitment salt (already erased?)` when there was none (nothing is written)
    */
@@ -444,7 +469,7 @@ export class AuditStorage implements TileReader {
 }
 
 /**
- * PostgreSQL: deletes the salt of entry `id` inside `trx`. The queue row goes first: if the
+ * PostgreSQL: deletes the salt (and retained content) of entry `id` inside `trx`. The queue row goes first: if the
  * integrator is moving it (it locks the rows it moves), this waits for that commit, and the DELETE,
  * a new statement, then sees the moved salt.
  * @returns how many salts were deleted (0 or 1)
@@ -452,7 +477,8 @@ export class AuditStorage implements TileReader {
 async function deleteSaltPg(trx: Transaction<Database>, id: string): Promise<number> {
   const q = await trx.updateTable('audit_queue').set({ salt: null }).where('entry_id', '=', id).where('salt', 'is not', null).executeTakeFirst();
   const r = await trx.deleteFrom('audit_secrets').where('entry_id', '=', id).executeTakeFirst();
-  return Number(q.numUpdatedRows) + Number(r.numDeletedRows);
+  const c = await trx.deleteFrom('audit_content').where('entry_id', '=', id).executeTakeFirst();
+  return Number(q.numUpdatedRows) + Number(r.numDeletedRows) + Number(c.numDeletedRows);
 }
 
 function prepare(db: NonNullable<Store['sqlite']>) {
@@ -466,6 +492,8 @@ function prepare(db: NonNullable<Store['sqlite']>) {
   const delRange = db.prepare('DELETE FROM audit_queue WHERE seq BETWEEN ? AND ?');
   const setSize = db.prepare("INSERT INTO audit_meta (key, value) VALUES ('integrated_size', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
   const delSalt = db.prepare('DELETE FROM audit_secrets WHERE entry_id = ?');
+  // Prepared on first use: a store migrated only up to 0007 (tests of older schemas) has no such table.
+  let delContent: ReturnType<typeof db.prepare<unknown[]>> | undefined;
   const clearQueuedSalt = db.prepare('UPDATE audit_queue SET salt = NULL WHERE entry_id = ? AND salt IS NOT NULL');
   const insErasure = db.prepare('INSERT INTO audit_queue (entry_id, entry, created_at) VALUES (?, ?, ?)');
   // Request rows and salts queued with the entries go to their tables (./queued-rows.ts).
@@ -491,9 +519,9 @@ function prepare(db: NonNullable<Store['sqlite']>) {
     lookupTopEpoch: db.prepare('SELECT max(epoch) FROM audit_leaf_lookup').raw(true),
     lookupProbe: db.prepare('SELECT idx FROM audit_leaf_lookup WHERE epoch = ? AND prefix = ? ORDER BY idx').raw(true),
     saltOf: db.prepare('SELECT salt FROM audit_secrets WHERE entry_id = ? UNION ALL SELECT salt FROM audit_queue WHERE entry_id = ? AND salt IS NOT NULL LIMIT 1'),
-    /** Deletes the salt of `id` (table and queue row) and, if one was deleted and `erasure` is given, queues that entry. @returns whether a salt was deleted */
+    /** Deletes the salt of `id` (table and queue row) and its retained content and, if any was deleted and `erasure` is given, queues that entry. @returns whether anything was deleted */
     deleteSaltTx: db.transaction((id: string, erasure: { id: string; bytes: Uint8Array } | null, now: number): boolean => {
-      const deleted = clearQueuedSalt.run(id).changes + delSalt.run(id).changes > 0;
+      const deleted = clearQueuedSalt.run(id).changes + delSalt.run(id).changes + (delContent ??= db.prepare('DELETE FROM audit_content WHERE entry_id = ?')).run(id).changes > 0;
       if (deleted && erasure) insErasure.run(erasure.id, buf(erasure.bytes), now);
       return deleted;
     }),

@@ -82,14 +82,28 @@ const fromWire = (e: WireError): Error => {
  */
 const own = (u: Uint8Array): Uint8Array => (u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u : new Uint8Array(u));
 
+/**
+ * How each field of a {@link JournalItem} is posted: byte fields copied by {@link own}. Typed over
+ * every key of `JournalItem`, so a new field does not compile until it is listed here (a field left
+ * out would silently not reach the worker).
+ */
+const POST: { [K in keyof Required<JournalItem>]: (v: NonNullable<JournalItem[K]>) => JournalItem[K] } = {
+  request: (r) => r,
+  entry: (e) => ({ id: e.id, bytes: own(e.bytes) }),
+  requestEntry: (r) => r,
+  salt: (x) => ({ id: x.id, salt: own(x.salt) }),
+  content: (c) => ({ id: c.id, keyId: c.keyId, nonce: own(c.nonce), data: own(c.data) }),
+};
+const POST_KEYS = Object.keys(POST) as Array<keyof JournalItem>;
+
 /** An item ready to post: its byte fields copied by {@link own}. */
 function compact(it: JournalItem): JournalItem {
-  return {
-    ...(it.request ? { request: it.request } : {}),
-    ...(it.entry ? { entry: { id: it.entry.id, bytes: own(it.entry.bytes) } } : {}),
-    ...(it.requestEntry ? { requestEntry: it.requestEntry } : {}),
-    ...(it.salt ? { salt: { id: it.salt.id, salt: own(it.salt.salt) } } : {}),
-  };
+  const out: Record<string, unknown> = {};
+  for (const k of POST_KEYS) {
+    const v = it[k];
+    if (v !== undefined) out[k] = (POST[k] as (x: unknown) => unknown)(v);
+  }
+  return out as JournalItem;
 }
 
 /** The main-thread handle of the store worker; see the module documentation. */

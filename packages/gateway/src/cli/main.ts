@@ -35,7 +35,8 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { Journal } from '../audit/journal.ts';
 import { apiKeyState, cliActor, recordAdminAction } from '../audit/admin.ts';
-import { auditCheckProof, auditProve, auditVerify, auditVkey, eraseEntry, type CliIo } from '../audit/cli.ts';
+import { auditCheckCommitment, auditCheckProof, auditOpen, auditProve, auditVerify, auditVkey, eraseEntry, type AuditCliOptions, type CliIo } from '../audit/cli.ts';
+import { loadContentKeyring } from '../audit/content.ts';
 import type { Store } from '../store/db.ts';
 import { GatewayError } from '../http/errors.ts';
 import { TlogError } from '@sovra/tlog';
@@ -120,7 +121,12 @@ commands:
   audit prove REQUEST_ID [--out DIR]        write <id>.tlog-proof and <id>.entry.json
   audit check-proof FILE --vkey KEY [--entry FILE]
                                             check an offline proof (no network)
-  audit erase REQUEST_ID                    delete an entry's commitment salt; log the erasure
+  audit erase REQUEST_ID                    delete an entry's commitment salt and retained
+                                            content; log the erasure
+  audit open REQUEST_ID [--out DIR]         write the entry, its salt and any retained request /
+                                            response bytes, checked against its commitments
+  audit check-commitment ENTRY_FILE --salt FILE [--request FILE] [--response FILE]
+                                            check bytes against an entry's commitments (offline)
 
 options:
   --config FILE   configuration file (default: $SOVRA_CONFIG or ./sovra.yaml)
@@ -156,6 +162,9 @@ export async function main(argv: string[]): Promise<number> {
         save: { type: 'string' },
         out: { type: 'string' },
         entry: { type: 'string' },
+        salt: { type: 'string' },
+        request: { type: 'string' },
+        response: { type: 'string' },
         key: { type: 'string' },
         rpm: { type: 'string' },
         tpm: { type: 'string' },
@@ -261,7 +270,7 @@ async function auditAdmin(lc: LoadedConfig, store: Store, action: string, target
   }
 }
 
-async function audit(sub: string | undefined, arg: string | undefined, values: { config?: string | undefined; vkey?: string | undefined; prev?: string | undefined; full?: boolean | undefined; save?: string | undefined; out?: string | undefined; entry?: string | undefined }): Promise<number> {
+async function audit(sub: string | undefined, arg: string | undefined, values: AuditCliOptions & { config?: string | undefined }): Promise<number> {
   switch (sub) {
     case 'verify':
       if (!arg) throw new UsageError('audit verify needs the gateway URL, e.g. https://gw.example.com');
@@ -269,8 +278,14 @@ async function audit(sub: string | undefined, arg: string | undefined, values: {
     case 'check-proof':
       if (!arg) throw new UsageError('audit check-proof needs a .tlog-proof FILE');
       return auditCheckProof(arg, values, io);
+    case 'check-commitment':
+      if (!arg) throw new UsageError('audit check-commitment needs an ENTRY_FILE (<id>.entry.json, from prove or open)');
+      if (!values.salt) throw new UsageError("audit check-commitment needs --salt FILE (the entry's salt, as `sovra audit open` writes it)");
+      if (!values.request && !values.response) throw new UsageError('audit check-commitment needs the bytes to check: --request FILE and/or --response FILE');
+      return auditCheckCommitment(arg, values, io);
     case 'vkey':
     case 'prove':
+    case 'open':
     case 'erase': {
       const lc = load(values.config);
       const store = await openConfiguredStore(lc);
@@ -281,15 +296,20 @@ async function audit(sub: string | undefined, arg: string | undefined, values: {
         }
         if (!arg) throw new UsageError(`audit ${sub} needs a REQUEST_ID (the x-request-id of the request)`);
         if (sub === 'prove') return await auditProve(store, arg, values, io);
+        if (sub === 'open') {
+          const cr = lc.config.audit.content_retention;
+          const keys = loadContentKeyring(isAbsolute(cr.key_file) ? cr.key_file : resolve(lc.dir, cr.key_file), process.env, { create: false });
+          return await auditOpen(store, arg, keys, values, io);
+        }
         const eraseId = await eraseEntry(store, arg);
-        io.out(`Erased: the commitment salt of ${arg} is deleted; erasure entry ${eraseId} is queued (the running server integrates it within its checkpoint interval, or at its next start).\n`);
+        io.out(`Erased: the commitment salt of ${arg} (and any retained content) is deleted; erasure entry ${eraseId} is queued (the running server integrates it within its checkpoint interval, or at its next start).\n`);
         return 0;
       } finally {
         await store.close();
       }
     }
     default:
-      throw new UsageError('audit needs a subcommand: vkey | verify | prove | check-proof | erase');
+      throw new UsageError('audit needs a subcommand: vkey | verify | prove | check-proof | erase | open | check-commitment');
   }
 }
 

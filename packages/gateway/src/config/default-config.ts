@@ -46,6 +46,12 @@ audit:                     # the verifiable transparency log (docs/audit.md)
   # origin: gw.example.gov/audit        # the log's name; generated once and kept when unset
   key_file: ./data/audit-signing.key   # Ed25519 signing key, created on first start (mode 0600)
   checkpoint_interval_ms: 1000
+  content_retention:       # keep the exact request/response bytes, sealed and erasable (docs/audit.md)
+    enabled: false
+    key_file: ./data/audit-content.key # AES-256 keys, created on first use (mode 0600)
+    max_body_bytes: 1048576  # larger bodies are not kept
+    max_age_days: 0          # delete content older than this; 0 = until erased
+    # tenants: [ministry-of-health]    # only these tenants' requests; default every request
 
 backends:
   # The embedded engine: runs a GGUF model in-process (llama.cpp), fully offline.

@@ -301,6 +301,28 @@ export const residencySchema = z
 const ORIGIN_RE = /^[^\s+\x00-\x1f\x7f]{1,200}$/u;
 
 /**
+ * `audit.content_retention` (docs/audit.md, "Content retention"; `src/audit/content.ts`):
+ * - `enabled`: keep each audited request's exact request and response bytes (default false);
+ * - `key_file`: the AES-256 content keys, base64, one per line, the first sealing new records; created
+ *   with mode 0600 if missing; relative to the config file's folder. `SOVRA_AUDIT_CONTENT_KEY` may hold
+ *   the keys instead (comma- or space-separated);
+ * - `max_body_bytes`: most bytes kept per body (default 1 MiB); a larger body is not kept at all;
+ * - `max_age_days`: delete content older than this (checked at start and hourly); 0 = keep until
+ *   erased (`sovra audit erase`);
+ * - `tenants`: tenant names whose requests are retained; null (default) = every request.
+ */
+export const contentRetentionSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    key_file: z.string().min(1).default('./data/audit-content.key'),
+    max_body_bytes: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024),
+    max_age_days: z.number().min(0).max(36_500).default(0),
+    tenants: z.array(z.string().min(1)).nullable().default(null),
+  })
+  .strict()
+  .default({});
+
+/**
  * The transparency log (docs/audit.md, spec `shared/spec/transparency-log.md`).
  * - `enabled`: write one log entry per data-plane request and admin action (default true). When
  *   false only the request row is written (after the response, as a best-effort batch).
@@ -310,6 +332,9 @@ const ORIGIN_RE = /^[^\s+\x00-\x1f\x7f]{1,200}$/u;
  *   missing; relative to the config file's folder. `SOVRA_AUDIT_SIGNING_KEY` may hold the key instead.
  * - `checkpoint_interval_ms`: how often queued entries are integrated and a checkpoint signed.
  * - `batch_max`: most entries integrated per round.
+ * - `content_retention`: keep the exact request and response bytes that each entry commits to,
+ *   sealed (AES-256-GCM), in the erasable store beside the salts (default off; see
+ *   {@link contentRetentionSchema}).
  */
 export const auditSchema = z
   .object({
@@ -318,6 +343,7 @@ export const auditSchema = z
     key_file: z.string().min(1).default('./data/audit-signing.key'),
     checkpoint_interval_ms: z.number().int().min(10).max(60_000).default(1000),
     batch_max: z.number().int().min(1).max(1_048_576).default(65_536),
+    content_retention: contentRetentionSchema,
   })
   .strict()
   .default({});

@@ -39,6 +39,11 @@ export interface RecordSink {
   /** True when log entries are written; then every commit is awaited before the response ends. */
   readonly audited: boolean;
   /**
+   * Content retention (`audit.content_retention`): the most bytes of each body kept for sealing;
+   * 0 or absent = the bodies are not kept.
+   */
+  readonly retainBytes?: number;
+  /**
    * Commits one finished request.
    * @param row the request row
    * @param tenant the tenant name (for the log entry), if authenticated
@@ -101,7 +106,7 @@ export class Pipeline implements DataPlane {
   async handle(op: Operation, req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const ctx = newContext(String(req.id), op);
     if (this.deps.sink.audited) {
-      ctx.commitments = new Commitments();
+      ctx.commitments = new Commitments(undefined, this.deps.sink.retainBytes ?? 0);
       ctx.commitments.request(Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0));
     }
     const res = reply.raw;

@@ -20,6 +20,7 @@ import { m0004_metering } from './migration-0004-metering.ts';
 import { m0005_audit_leaf_hash } from './migration-0005-audit-leaf-hash.ts';
 import { m0006_audit_leaf_lookup } from './migration-0006-audit-leaf-lookup.ts';
 import { m0007_audit_queue_rows } from './migration-0007-audit-queue-rows.ts';
+import { m0008_audit_content } from './migration-0008-audit-content.ts';
 
 /** Migration `0001_init`: tenants, api_keys, requests and their indexes. */
 const m0001_init: Migration = {
@@ -164,6 +165,7 @@ export function migrationsFor(dialect: 'sqlite' | 'postgres'): Readonly<Record<s
     '0005_audit_leaf_hash': m0005_audit_leaf_hash(dialect),
     '0006_audit_leaf_lookup': m0006_audit_leaf_lookup(dialect),
     '0007_audit_queue_rows': m0007_audit_queue_rows(dialect),
+    '0008_audit_content': m0008_audit_content(dialect),
   });
 }
 

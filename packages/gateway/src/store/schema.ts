@@ -213,6 +213,22 @@ export interface AuditSecretsTable {
 }
 
 /**
+ * Retained request and response bytes of one entry (migration `0008_audit_content`, content
+ * retention, `src/audit/content.ts`): AES-256-GCM sealed; erasable.
+ */
+export interface AuditContentTable {
+  entry_id: string;
+  /** 8 hex digits naming the content key that sealed `data`. */
+  key_id: string;
+  /** 12-byte GCM nonce. */
+  nonce: Uint8Array;
+  /** Ciphertext ‖ 16-byte tag of the framed bodies. */
+  data: Uint8Array;
+  /** ms since epoch. */
+  created_at: number;
+}
+
+/**
  * Rate limits of one scope (migration `0004_metering`, src/metering/). At most one row per scope;
  * a scope without a row is unlimited.
  */
@@ -274,6 +290,7 @@ export interface Database {
   audit_checkpoints: AuditCheckpointsTable;
   audit_meta: AuditMetaTable;
   audit_secrets: AuditSecretsTable;
+  audit_content: AuditContentTable;
   rate_limits: RateLimitsTable;
   budgets: BudgetsTable;
   budget_usage: BudgetUsageTable;
