@@ -139,6 +139,25 @@ describe('Commitments with retention', () => {
     assert.equal(Buffer.from(kept.response!).toString('utf8'), parts.map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString())).join(''));
   });
 
+  test('property: for random mixes of strings and buffers (split surrogate pairs, long strings), the retained response opens its commitment', () => {
+    const rnd = rng(11);
+    const pieces = ['data: {"x":"é"}\n\n', '🌏', '\ud83c', '\udf0f', 'x'.repeat(9000), ': ping\n\n', ''];
+    for (let round = 0; round < 200; round++) {
+      const c = new Commitments(undefined, 1 << 20);
+      const plain = new Commitments(c.salt);
+      const n = 1 + Math.floor(rnd() * 12);
+      for (let i = 0; i < n; i++) {
+        const p = pieces[Math.floor(rnd() * pieces.length)]!;
+        const chunk = rnd() < 0.3 ? Buffer.from(p, 'utf8') : p;
+        c.response(chunk);
+        plain.response(chunk);
+      }
+      const d = c.digests();
+      assert.equal(d.response, plain.digests().response, 'retention does not change the commitment');
+      assert.equal(hmac(c.salt, c.retained().response!), d.response, `round ${round}`);
+    }
+  });
+
   test('a body over the cap is dropped whole, never cut; the other body is still kept', () => {
     const c = new Commitments(undefined, 10);
     c.request(Buffer.from('0123456789A'));

@@ -21,6 +21,7 @@
  * records are retained).
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { randomSlice } from '../random.ts';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
@@ -148,7 +149,7 @@ export function sealContent(key: ContentKey, entryId: string, bodies: RetainedBo
   header[0] = FRAME_VERSION;
   header[1] = (req ? FLAG_REQUEST : 0) | (res ? FLAG_RESPONSE : 0);
   header.writeUInt32BE(req ? req.byteLength : 0, 2);
-  const nonce = randomBytes(CONTENT_NONCE_BYTES);
+  const nonce = randomSlice(CONTENT_NONCE_BYTES); // from the pooled CSPRNG output (never handed out twice)
   const cipher = createCipheriv('aes-256-gcm', key.key, nonce);
   cipher.setAAD(aad(entryId, key.id));
   const parts = [cipher.update(header)];

@@ -244,8 +244,8 @@ const RESPONSE_BUFFER_CHARS = 16 * 1024;
  * Accumulates the HMAC-SHA-256 commitments of one request under a fresh random 32-byte salt:
  * the request body (once) and the response bytes as they are written (any number of chunks, in order).
  * With `retainBytes` > 0 (content retention, `./content.ts`) it also keeps the exact bytes it commits
- * to, each body up to `retainBytes` bytes (a body over the cap is dropped, not cut: retained bytes
- * always match their commitment).
+ * to — the very buffers fed to the HMAC, so they match by construction — each body up to
+ * `retainBytes` bytes (a body over the cap is dropped, not cut).
  */
 export class Commitments {
   /** The salt (HMAC key); stored in `audit_secrets`, never in the log. */
@@ -258,7 +258,8 @@ export class Commitments {
   /** Most bytes retained per body; 0 = retention off. */
   readonly #retainBytes: number;
   #requestBody: Uint8Array | null = null;
-  #responseParts: Array<string | Uint8Array> | null;
+  /** The response bytes fed to the HMAC so far (retention on, under the cap), else null. */
+  #responseParts: Buffer[] | null;
   #responseBytes = 0;
 
   /**
@@ -281,24 +282,33 @@ export class Commitments {
   /** Adds bytes sent to the client (a string is taken as its UTF-8 bytes, as written on the wire). Ignored after {@link digests}. */
   response(chunk: string | Uint8Array): void {
     if (this.#responseDigest !== undefined) return;
-    if (this.#responseParts !== null) {
-      this.#responseBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, 'utf8') : chunk.byteLength;
-      if (this.#responseBytes > this.#retainBytes) this.#responseParts = null;
-      else this.#responseParts.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk)); // a copy: the caller may reuse its buffer
-    }
     if (typeof chunk === 'string') {
       this.#pending += chunk;
       if (this.#pending.length >= RESPONSE_BUFFER_CHARS) this.#flush();
     } else {
       this.#flush();
       this.#response.update(chunk);
+      if (this.#responseParts !== null) this.#keep(Buffer.from(chunk)); // a copy: the caller may reuse its buffer
     }
   }
 
   #flush(): void {
     if (this.#pending.length === 0) return;
-    this.#response.update(this.#pending, 'utf8');
+    if (this.#responseParts !== null) {
+      const bytes = Buffer.from(this.#pending, 'utf8');
+      this.#response.update(bytes);
+      this.#keep(bytes);
+    } else {
+      this.#response.update(this.#pending, 'utf8');
+    }
     this.#pending = '';
+  }
+
+  /** Keeps response bytes while under the cap; past it, drops them all (and keeps nothing more). */
+  #keep(bytes: Buffer): void {
+    this.#responseBytes += bytes.length;
+    if (this.#responseBytes > this.#retainBytes) this.#responseParts = null;
+    else this.#responseParts!.push(bytes);
   }
 
   /** The final commitments (the response HMAC is closed on the first call). */
@@ -315,11 +325,9 @@ export class Commitments {
    * and the response, each null when not retained (retention off, no body, or over the cap).
    */
   retained(): { request: Uint8Array | null; response: Uint8Array | null } {
+    this.#flush();
     const parts = this.#responseParts;
-    return {
-      request: this.#requestBody,
-      response: parts === null ? null : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : (p as Buffer)))),
-    };
+    return { request: this.#requestBody, response: parts === null ? null : parts.length === 1 ? parts[0]! : Buffer.concat(parts) };
   }
 }
 
