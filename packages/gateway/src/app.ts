@@ -240,6 +240,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     try {
       const rows = await store!.db.selectFrom('tenants').select(['name', 'jurisdiction', 'classification']).execute();
       for (const w of unservableReport(routing.table(), rows.map((r) => ({ name: r.name, jurisdiction: r.jurisdiction ?? null, classification: r.classification ?? null })))) logger.warn(`residency: ${w}`);
+      // Content retention for named tenants: a name that matches no tenant retains nothing; say so.
+      const known = new Set(rows.map((r) => r.name));
+      for (const t of retention?.tenants ?? []) if (!known.has(t)) logger.warn({ tenant: t }, 'audit.content_retention.tenants names a tenant that does not exist (yet): none of its requests can be retained until it is created');
     } catch (err) {
       logger.warn({ err }, 'could not check tenants against the residency configuration');
     }

@@ -388,3 +388,16 @@ describe('start-up with a malformed content key', () => {
     );
   });
 });
+
+describe('start-up with retention for named tenants', () => {
+  test('a tenant name that matches no tenant is warned about', async () => {
+    const g = await startGateway({ config: { ...mockConfig('http://127.0.0.1:9'), audit: { content_retention: { enabled: true, tenants: ['no-such-agency'] } } }, env: MOCK_ENV });
+    try {
+      const warned = () => g.logs().some((l) => l.includes('no-such-agency') && l.includes('does not exist'));
+      for (let i = 0; i < 100 && !warned(); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(warned(), 'warned about the unknown tenant');
+    } finally {
+      await g.close();
+    }
+  });
+});
