@@ -115,6 +115,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let retention: SinkRetention | undefined;
   if (audited && cr.enabled) {
     const keyring = loadContentKeyring(isAbsolute(cr.key_file) ? cr.key_file : resolve(opts.configDir, cr.key_file), env, { create: true });
+    if (keyring!.warning) logger.warn(keyring!.warning);
     if (keyring!.created) logger.warn({ key_file: keyring!.source }, 'created a new audit content key; back it up and keep it secret (without it retained content cannot be opened)');
     retention = { keyring: keyring!, maxBodyBytes: cr.max_body_bytes, tenants: cr.tenants ? new Set(cr.tenants) : null };
     logger.info({ key_id: keyring!.current.id, max_body_bytes: cr.max_body_bytes, max_age_days: cr.max_age_days, tenants: cr.tenants ?? 'all' }, 'audit content retention is on');
@@ -208,7 +209,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       ...(storeWorker ? { ledger: storeWorker.ledger(createLedger(store)) } : {}),
     });
     auth = new KeyAuthenticator(store);
-    if (retention && cr.max_age_days > 0) {
+    // The purge runs whenever an age is set — also with retention (or the audit log) turned off since,
+    // so that content kept earlier does not outlive its retention period.
+    if (cr.max_age_days > 0) {
       void purgeContent();
       purgeTimer = setInterval(() => void purgeContent(), CONTENT_PURGE_INTERVAL_MS);
       purgeTimer.unref();
@@ -224,8 +227,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   async function purgeContent(): Promise<void> {
     if (!store) return;
     try {
-      const n = await new AuditStorage(store).purgeContent(Date.now() - cr.max_age_days * 86_400_000);
-      if (n > 0) logger.info({ rows: n, max_age_days: cr.max_age_days }, 'audit content retention: deleted content past its retention period');
+      const { rows } = await new AuditStorage(store).purgeContent(Date.now() - cr.max_age_days * 86_400_000);
+      if (rows > 0) logger.info({ rows, max_age_days: cr.max_age_days }, 'audit content retention: deleted content past its retention period');
     } catch (err) {
       logger.error({ err }, 'audit content retention: deleting content past its retention period failed; retried within the hour');
     }

@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -24,6 +24,7 @@ import {
 import { Commitments } from '../src/audit/record.ts';
 import { createJournalSink } from '../src/audit/sink.ts';
 import { AuditStorage } from '../src/audit/storage.ts';
+import { auditOpen } from '../src/audit/cli.ts';
 import type { Journal, JournalItem } from '../src/audit/journal.ts';
 import { createLogger } from '../src/telemetry/logger.ts';
 import type { RequestsTable } from '../src/store/schema.ts';
@@ -118,6 +119,9 @@ describe('sealing and opening retained content', () => {
     const again = loadContentKeyring(file, {}, { create: true })!;
     assert.equal(again.created, false);
     assert.equal(again.current.id, created.current.id);
+    assert.equal(again.warning, undefined);
+    chmodSync(file, 0o644);
+    assert.match(loadContentKeyring(file, {}, { create: false })!.warning ?? '', /mode 0644: others can read it/);
     const fromEnv = loadContentKeyring(file, { [CONTENT_KEY_ENV]: k2.toString('base64') }, { create: true })!;
     assert.equal(fromEnv.current.id, contentKeyId(k2));
     assert.equal(fromEnv.source, CONTENT_KEY_ENV);
@@ -172,6 +176,17 @@ describe('Commitments with retention', () => {
     assert.deepEqual(Buffer.from(d.retained().request!), Buffer.from('0123456789'));
   });
 
+  test('stopRetaining drops what was kept and keeps nothing more', () => {
+    const c = new Commitments(undefined, 100);
+    c.request(Buffer.from('req'));
+    c.response('before');
+    c.stopRetaining();
+    c.request(Buffer.from('again'));
+    c.response(Buffer.from('after'));
+    c.digests();
+    assert.deepEqual(c.retained(), { request: null, response: null });
+  });
+
   test('retention off keeps nothing; a caller reusing its buffer does not change what was kept', () => {
     const off = new Commitments();
     off.request(Buffer.from('x'));
@@ -199,6 +214,7 @@ describe('the sink seals the retained bodies of the tenants it is told to', () =
     const { items, journal } = capture();
     const sink = createJournalSink(() => journal, true, logger, { keyring: keys, maxBodyBytes: 1000, tenants: new Set(['health']) });
     assert.equal(sink.retainBytes, 1000);
+    assert.deepEqual(['health', 'finance', null].map((t) => sink.retains!(t)), [true, false, false]);
     for (const [id, tenant] of [['a', 'health'], ['b', 'finance'], ['c', null]] as const) {
       const c = new Commitments(undefined, sink.retainBytes);
       c.request(Buffer.from(`body of ${id}`));
@@ -367,14 +383,19 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await g.gw.flush();
       const storage = new AuditStorage(g.gw.store());
       const before = await g.gw.store().db.selectFrom('audit_content').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
-      assert.equal(await storage.purgeContent(0), 0, 'nothing is older than the epoch');
-      const n = await storage.purgeContent(Date.now() + 1000, 2);
-      assert.equal(n, Number(before.n));
+      assert.deepEqual(await storage.purgeContent(0), { rows: 0, chunks: 0 }, 'nothing is older than the epoch');
+      const n = Number(before.n);
+      assert.ok(n >= 4);
+      // Chunks of at most 2 rows, or of about one row's bytes: as many statements as rows.
+      assert.deepEqual(await storage.purgeContent(Date.now() + 1000, { maxRows: 2, maxBytes: 1 }), { rows: n, chunks: n });
       assert.equal(await storage.contentOf(id), undefined);
       assert.ok(await storage.saltOf(id));
       const o = await cli(['audit', 'open', id, '--out', work]);
       assert.equal(o.code, 0, o.err);
       assert.match(o.out, /no content retained/);
+      // With nothing retained, the content keys are not even loaded (a bad key file does not matter).
+      const io = { out: () => undefined, err: () => undefined };
+      assert.equal(await auditOpen(g.gw.store(), id, () => { throw new Error('malformed key'); }, { out: work }, io), 0);
     });
   });
 }

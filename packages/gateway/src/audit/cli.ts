@@ -17,7 +17,7 @@
  * Exit codes: 0 success, 1 failure (bad input, verification failure, missing entry), 3 fork or
  * rollback detected (`verify --prev`).
  */
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   TlogError,
@@ -225,6 +225,12 @@ async function entryBytes(storage: AuditStorage, id: string): Promise<Uint8Array
   return readEntryFromBundles(index, BigInt(size), storage);
 }
 
+/** Writes a file readable by its owner only (also when it existed with a looser mode). */
+function writePrivate(file: string, data: string | Uint8Array): void {
+  writeFileSync(file, data, { mode: 0o600 });
+  chmodSync(file, 0o600);
+}
+
 /** Compares `bytes` with a hex commitment under `salt`; the verdict as text. */
 function checkOne(what: string, salt: Uint8Array, bytes: Uint8Array, committed: string | null): { ok: boolean; text: string } {
   if (committed === null) return { ok: false, text: `${what}: the entry commits to no ${what} body (it was never read), so none can match` };
@@ -238,11 +244,13 @@ function checkOne(what: string, salt: Uint8Array, bytes: Uint8Array, committed: 
  * (`<id>.request`, `<id>.response`) — into `o.out` (default: the current folder), together with the
  * exact entry bytes (`<id>.entry.json`), and checks every retained body against the entry's commitments.
  * The files are what an auditor needs for `check-commitment`.
- * @param keys the content keyring (undefined when there is no key: retained content cannot be opened)
+ * @param loadKeys loads the content keyring (undefined when there is no key: retained content cannot
+ *   be opened); called only when the entry has retained content
+ * @throws Error from `loadKeys` (a malformed key)
  * @returns exit code: 0 when the salt exists and every retained body matches; 1 otherwise (no such
  *   entry, erased, not a request entry, a body that does not match, content that does not open)
  */
-export async function auditOpen(store: Store, id: string, keys: ContentKeyring | undefined, o: AuditCliOptions, io: CliIo): Promise<number> {
+export async function auditOpen(store: Store, id: string, loadKeys: () => ContentKeyring | undefined, o: AuditCliOptions, io: CliIo): Promise<number> {
   const storage = new AuditStorage(store);
   const entry = await entryBytes(storage, id);
   if (!entry) {
@@ -263,13 +271,14 @@ export async function auditOpen(store: Store, id: string, keys: ContentKeyring |
   mkdirSync(dir, { recursive: true });
   const base = join(dir, safeName(id));
   writeFileSync(`${base}.entry.json`, entry);
-  writeFileSync(`${base}.salt`, Buffer.from(salt).toString('hex') + '\n', { mode: 0o600 });
+  writePrivate(`${base}.salt`, Buffer.from(salt).toString('hex') + '\n');
   io.out(`entry ${id} (${rec.operation}, tenant ${rec.tenant ?? '-'}, ${rec.time})\nwrote ${base}.entry.json\nwrote ${base}.salt\n`);
   const sealed = await storage.contentOf(id);
   if (!sealed) {
     io.out('no content retained for this entry (retention off, tenant not retained, or a body over max_body_bytes);\n' + `  check bytes someone presents with: sovra audit check-commitment ${base}.entry.json --salt ${base}.salt --request FILE --response FILE\n`);
     return 0;
   }
+  const keys = loadKeys();
   if (!keys) {
     io.err(`content is retained for ${id}, but no content key is configured (audit.content_retention.key_file or SOVRA_AUDIT_CONTENT_KEY)\n`);
     return 1;
@@ -288,7 +297,7 @@ export async function auditOpen(store: Store, id: string, keys: ContentKeyring |
       io.out(`${what}: not retained (over max_body_bytes, or no body)\n`);
       continue;
     }
-    writeFileSync(`${base}.${what}`, bytes, { mode: 0o600 });
+    writePrivate(`${base}.${what}`, bytes);
     const r = checkOne(what, salt, bytes, rec.commitments[what]);
     ok &&= r.ok;
     (r.ok ? io.out : io.err)(`${r.text}\nwrote ${base}.${what}\n`);

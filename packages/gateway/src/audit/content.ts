@@ -22,7 +22,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { randomSlice } from '../random.ts';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** Environment variable that may hold the content keys instead of the key file. */
@@ -56,6 +56,8 @@ export interface ContentKeyring {
   readonly source: string;
   /** True when this call created the key file. */
   readonly created: boolean;
+  /** Set when the key file can be read by others than its owner (mode & 0o077): the text of a warning. */
+  readonly warning?: string;
 }
 
 /** The bodies retained for one record; null where a body was not retained (absent, or over the size cap). */
@@ -111,10 +113,10 @@ export function parseContentKeys(text: string, source: string): ContentKey[] {
   });
 }
 
-function keyring(keys: ContentKey[], source: string, created: boolean): ContentKeyring {
+function keyring(keys: ContentKey[], source: string, created: boolean, warning?: string): ContentKeyring {
   const byId = new Map<string, ContentKey>();
   for (const k of keys) if (!byId.has(k.id)) byId.set(k.id, k);
-  return { current: keys[0]!, byId, source, created };
+  return { current: keys[0]!, byId, source, created, ...(warning ? { warning } : {}) };
 }
 
 /**
@@ -126,7 +128,11 @@ function keyring(keys: ContentKey[], source: string, created: boolean): ContentK
 export function loadContentKeyring(keyFile: string, env: NodeJS.ProcessEnv, opts: { create: boolean }): ContentKeyring | undefined {
   const fromEnv = env[CONTENT_KEY_ENV];
   if (fromEnv) return keyring(parseContentKeys(fromEnv, CONTENT_KEY_ENV), CONTENT_KEY_ENV, false);
-  if (existsSync(keyFile)) return keyring(parseContentKeys(readFileSync(keyFile, 'utf8'), keyFile), keyFile, false);
+  if (existsSync(keyFile)) {
+    const mode = statSync(keyFile).mode & 0o777;
+    const loose = (mode & 0o077) !== 0 ? `the content key file ${keyFile} has mode 0${mode.toString(8)}: others can read it; chmod 600 it` : undefined;
+    return keyring(parseContentKeys(readFileSync(keyFile, 'utf8'), keyFile), keyFile, false, loose);
+  }
   if (!opts.create) return undefined;
   const key = randomBytes(CONTENT_KEY_BYTES);
   mkdirSync(dirname(keyFile), { recursive: true });

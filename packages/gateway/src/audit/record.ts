@@ -256,7 +256,7 @@ export class Commitments {
   /** Response strings not yet fed to the HMAC (concatenated; flushed at {@link RESPONSE_BUFFER_CHARS}). */
   #pending = '';
   /** Most bytes retained per body; 0 = retention off. */
-  readonly #retainBytes: number;
+  #retainBytes: number;
   #requestBody: Uint8Array | null = null;
   /** The response bytes fed to the HMAC so far (retention on, under the cap), else null. */
   #responseParts: Buffer[] | null;
@@ -309,6 +309,13 @@ export class Commitments {
     this.#responseBytes += bytes.length;
     if (this.#responseBytes > this.#retainBytes) this.#responseParts = null;
     else this.#responseParts!.push(bytes);
+  }
+
+  /** Keeps no more bytes and drops those kept (a request whose content is not to be retained). */
+  stopRetaining(): void {
+    this.#retainBytes = 0;
+    this.#requestBody = null;
+    this.#responseParts = null;
   }
 
   /** The final commitments (the response HMAC is closed on the first call). */

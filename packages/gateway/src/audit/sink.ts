@@ -27,9 +27,11 @@ export interface SinkRetention {
  */
 export function createJournalSink(journal: () => Journal | undefined, audited: boolean, logger: Logger, retention?: SinkRetention): RecordSink {
   const keep = audited && retention ? retention : undefined;
+  const retains = (tenant: string | null): boolean => keep !== undefined && (keep.tenants === null || (tenant !== null && keep.tenants.has(tenant)));
   return {
     audited,
     retainBytes: keep ? keep.maxBodyBytes : 0,
+    retains,
     async commit(row, tenant, commitments, policy) {
       const j = journal();
       if (!j) return null;
@@ -40,7 +42,7 @@ export function createJournalSink(journal: () => Journal | undefined, audited: b
       // The record itself is built (canonical JSON, leaf hash) by the committing thread.
       const digests = commitments.digests();
       let content;
-      if (keep && (keep.tenants === null || (tenant !== null && keep.tenants.has(tenant)))) {
+      if (keep && retains(tenant)) {
         const bodies = commitments.retained();
         if (bodies.request || bodies.response) content = sealContent(keep.keyring.current, row.id, bodies);
       }

@@ -424,18 +424,39 @@ export class AuditStorage implements TileReader {
   }
 
   /**
-   * Deletes retained content stored before `before` (ms since the epoch; `max_age_days`), in
-   * statements of at most `chunk` rows so that no transaction holds the database for long.
-   * Salts stay: the commitments can still be opened against bytes someone presents.
-   * @returns how many rows were deleted
+   * Deletes retained content stored before `before` (ms since the epoch; `max_age_days`), oldest
+   * first, in chunks of at most `maxRows` rows and about `maxBytes` bytes of sealed data (at least one
+   * row), yielding to the event loop between chunks — so that no statement holds the database (or,
+   * on SQLite, the event loop) for long, whatever the size of the bodies. Salts stay: the
+   * commitments can still be opened against bytes someone presents.
+   * @param opts `maxRows` (default 1,000), `maxBytes` (default 8 MiB)
+   * @returns rows deleted and the number of DELETE statements used
    */
-  async purgeContent(before: number, chunk = 5_000): Promise<number> {
-    let total = 0;
+  async purgeContent(before: number, opts: { maxRows?: number; maxBytes?: number } = {}): Promise<{ rows: number; chunks: number }> {
+    const maxRows = opts.maxRows ?? 1_000;
+    const maxBytes = opts.maxBytes ?? 8 * 1024 * 1024;
+    let rows = 0;
+    let chunks = 0;
     for (;;) {
-      const r = await sql`delete from audit_content where entry_id in (select entry_id from audit_content where created_at < ${before} limit ${chunk})`.execute(this.store.db);
-      const n = Number(r.numAffectedRows ?? 0);
-      total += n;
-      if (n < chunk) return total;
+      const candidates = await this.store.db
+        .selectFrom('audit_content')
+        .select(['entry_id', sql<number>`length(data)`.as('n')])
+        .where('created_at', '<', before)
+        .orderBy('created_at')
+        .limit(maxRows)
+        .execute();
+      if (candidates.length === 0) return { rows, chunks };
+      const ids: string[] = [];
+      let bytes = 0;
+      for (const c of candidates) {
+        if (ids.length > 0 && bytes + Number(c.n) > maxBytes) break;
+        ids.push(c.entry_id);
+        bytes += Number(c.n);
+      }
+      const r = await this.store.db.deleteFrom('audit_content').where('entry_id', 'in', ids).where('created_at', '<', before).executeTakeFirst();
+      rows += Number(r.numDeletedRows);
+      chunks++;
+      await new Promise<void>((resolveTurn) => setImmediate(resolveTurn));
     }
   }
 

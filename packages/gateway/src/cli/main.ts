@@ -298,8 +298,8 @@ async function audit(sub: string | undefined, arg: string | undefined, values: A
         if (sub === 'prove') return await auditProve(store, arg, values, io);
         if (sub === 'open') {
           const cr = lc.config.audit.content_retention;
-          const keys = loadContentKeyring(isAbsolute(cr.key_file) ? cr.key_file : resolve(lc.dir, cr.key_file), process.env, { create: false });
-          return await auditOpen(store, arg, keys, values, io);
+          const keyFile = isAbsolute(cr.key_file) ? cr.key_file : resolve(lc.dir, cr.key_file);
+          return await auditOpen(store, arg, () => loadContentKeyring(keyFile, process.env, { create: false }), values, io);
         }
         const eraseId = await eraseEntry(store, arg);
         io.out(`Erased: the commitment salt of ${arg} (and any retained content) is deleted; erasure entry ${eraseId} is queued (the running server integrates it within its checkpoint interval, or at its next start).\n`);

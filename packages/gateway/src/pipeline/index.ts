@@ -43,6 +43,8 @@ export interface RecordSink {
    * 0 or absent = the bodies are not kept.
    */
   readonly retainBytes?: number;
+  /** With `retainBytes`: whether the requests of `tenant` (name; null = unauthenticated) are retained. */
+  retains?(tenant: string | null): boolean;
   /**
    * Commits one finished request.
    * @param row the request row
@@ -120,6 +122,8 @@ export class Pipeline implements DataPlane {
       if (why) throw new GatewayError(503, 'service_unavailable', 'not_ready', `Sovra is starting: ${why}.`, null, { 'retry-after': '2' });
       // 1. authenticate (normally done already by the onRequest hook, before the body was read)
       ctx.principal = principalOf(req) ?? (await authenticate(this.deps.auth, req.headers.authorization));
+      // A tenant whose requests are not retained: stop keeping its bodies now.
+      if (ctx.commitments && this.deps.sink.retains && !this.deps.sink.retains(ctx.principal.tenant ?? null)) ctx.commitments.stopRetaining();
       // 2. parse
       const parsed = parseJsonBody(req.body as Buffer);
       let body = parsed.body;
