@@ -13,7 +13,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.ts';
-import { resolveDatabaseUrl } from './config/load.ts';
+import { resolveConfigPath, resolveDatabaseUrl } from './config/load.ts';
 import { buildServer } from './http/server.ts';
 import { Pipeline } from './pipeline/index.ts';
 import { RoutingService, unservableReport, type ReloadSummary } from './routing/service.ts';
@@ -23,7 +23,6 @@ import { recordAdminAction } from './audit/admin.ts';
 import { auditUnavailable } from './pipeline/audit-errors.ts';
 import { openStore, type Store } from './store/db.ts';
 import { KeyAuthenticator } from './keys/keys.ts';
-import { isAbsolute, resolve } from 'node:path';
 import { Journal } from './audit/journal.ts';
 import { AuditStorage } from './audit/storage.ts';
 import { AuditLog } from './audit/integrator.ts';
@@ -114,7 +113,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const cr = config.audit.content_retention;
   let retention: SinkRetention | undefined;
   if (audited && cr.enabled) {
-    const keyring = loadContentKeyring(isAbsolute(cr.key_file) ? cr.key_file : resolve(opts.configDir, cr.key_file), env, { create: true });
+    const keyring = loadContentKeyring(resolveConfigPath(cr.key_file, opts.configDir), env, { create: true });
     if (keyring!.warning) logger.warn(keyring!.warning);
     if (keyring!.created) logger.warn({ key_file: keyring!.source }, 'created a new audit content key; back it up and keep it secret (without it retained content cannot be opened)');
     retention = { keyring: keyring!, maxBodyBytes: cr.max_body_bytes, tenants: cr.tenants ? new Set(cr.tenants) : null };
@@ -180,7 +179,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     storeWorker = StoreWorker.for(store, logger);
     if (audited) {
       phase = 'the audit log is opening';
-      const keyFile = isAbsolute(config.audit.key_file) ? config.audit.key_file : resolve(opts.configDir, config.audit.key_file);
+      const keyFile = resolveConfigPath(config.audit.key_file, opts.configDir);
       const auditOpts = {
         ...(config.audit.origin ? { origin: config.audit.origin } : {}),
         keyFile,

@@ -37,7 +37,7 @@ export const CONTENT_TAG_BYTES = 16;
 const FRAME_VERSION = 1;
 /** Frame header bytes: version, flags, u32 request length. */
 const HEADER_BYTES = 6;
-/** `u32` value of the request length when there is no request body. */
+/** Frame flags: a request body is present / a response body is present. */
 const FLAG_REQUEST = 1;
 const FLAG_RESPONSE = 2;
 

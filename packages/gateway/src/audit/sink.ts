@@ -31,7 +31,8 @@ export function createJournalSink(journal: () => Journal | undefined, audited: b
   return {
     audited,
     retainBytes: keep ? keep.maxBodyBytes : 0,
-    retains,
+    // Only with retention on: the pipeline then asks once per request, after authentication.
+    ...(keep ? { retains } : {}),
     async commit(row, tenant, commitments, policy) {
       const j = journal();
       if (!j) return null;

@@ -27,12 +27,12 @@
  */
 import { parseArgs } from 'node:util';
 import { existsSync, watch } from 'node:fs';
-import { ConfigError, loadConfig, parseConfig, resolveDatabaseUrl, type LoadedConfig } from '../config/load.ts';
+import { ConfigError, loadConfig, parseConfig, resolveConfigPath, resolveDatabaseUrl, type LoadedConfig } from '../config/load.ts';
 import { createGateway } from '../app.ts';
 import { openStore } from '../store/db.ts';
 import { createKey, listKeys, revokeKey } from '../keys/keys.ts';
 import { readFileSync } from 'node:fs';
-import { basename, dirname, isAbsolute, resolve } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { Journal } from '../audit/journal.ts';
 import { apiKeyState, cliActor, recordAdminAction } from '../audit/admin.ts';
 import { auditCheckCommitment, auditCheckProof, auditOpen, auditProve, auditVerify, auditVkey, eraseEntry, type AuditCliOptions, type CliIo } from '../audit/cli.ts';
@@ -292,13 +292,13 @@ async function audit(sub: string | undefined, arg: string | undefined, values: A
       try {
         if (sub === 'vkey') {
           const kf = lc.config.audit.key_file;
-          return await auditVkey(store, isAbsolute(kf) ? kf : resolve(lc.dir, kf), process.env, io);
+          return await auditVkey(store, resolveConfigPath(kf, lc.dir), process.env, io);
         }
         if (!arg) throw new UsageError(`audit ${sub} needs a REQUEST_ID (the x-request-id of the request)`);
         if (sub === 'prove') return await auditProve(store, arg, values, io);
         if (sub === 'open') {
           const cr = lc.config.audit.content_retention;
-          const keyFile = isAbsolute(cr.key_file) ? cr.key_file : resolve(lc.dir, cr.key_file);
+          const keyFile = resolveConfigPath(cr.key_file, lc.dir);
           return await auditOpen(store, arg, () => loadContentKeyring(keyFile, process.env, { create: false }), values, io);
         }
         const eraseId = await eraseEntry(store, arg);

@@ -99,6 +99,11 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
   return { config, path, dir: dirname(path), created };
 }
 
+/** A file path of the configuration (key files…): relative paths are taken from the configuration folder; absolute ones are kept. */
+export function resolveConfigPath(path: string, configDir: string): string {
+  return resolve(configDir, path);
+}
+
 /** Resolve `sqlite:./x.db` URLs against the configuration folder; other URLs are returned as is. */
 export function resolveDatabaseUrl(url: string, configDir: string): string {
   const m = /^sqlite:(.*)$/.exec(url);
